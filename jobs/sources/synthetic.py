@@ -1,0 +1,391 @@
+"""The `synthetic` source: seeded scenes of textured shapes for the demo, the tests and the benchmarks.
+
+Every sample is a pure function of (seed, index, height, width), so samples can be rendered in
+parallel and in any order. The class of a pixel is defined by the *shape* of the object it belongs
+to only: objects, backgrounds and background clutter all draw their colours and textures from the
+same distribution, so no colour lookup can segment the scenes.
+
+Scene recipe, in drawing order (later layers occlude earlier ones; the mask shows what is visible):
+1. a full-frame background texture;
+2. background clutter (class 0): thin bars, small irregular blobs and thin arcs;
+3. one to a few objects (disk, square, triangle, ring, cross) with random size, rotation and texture;
+4. sometimes thin bars across everything (class 0), occluding objects;
+5. a lighting gradient, mild blur and pixel noise on the image (the mask keeps hard labels).
+
+Drawing uses numpy and Pillow only (Pillow is a direct dependency of segq).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+CLASS_NAMES: list[str] = ["background", "disk", "square", "triangle", "ring", "cross"]
+
+PALETTE: list[tuple[int, int, int]] = [
+    (0, 0, 0),
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (255, 225, 25),
+    (145, 30, 180),
+]
+
+TEXTURES = ("solid", "stripes", "checker", "noise", "gradient")
+TEXTURE_WEIGHTS = (0.25, 0.2, 0.15, 0.2, 0.2)
+
+# Object size is the radius of the shape's bounding circle, as a fraction of the short side, so
+# that the extent is roughly 20-60% of the short side at any resolution.
+MIN_OBJECT_RADIUS = 0.11
+MAX_OBJECT_RADIUS = 0.30
+
+# An object whose mean colour is this close (RGB distance) to what lies beneath it is redrawn:
+# the colour stays independent of the class, but objects do not vanish into their background.
+MIN_OBJECT_CONTRAST = 50.0
+CONTRAST_TRIES = 4
+
+CIRCLE_POINTS = 48
+
+
+def render_sample(seed: int, index: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scene `index` of the dataset with this seed: image uint8 (H, W, 3) C-contiguous, mask uint8 (H, W)."""
+    if height < 8 or width < 8:
+        raise ValueError(f"synthetic scenes need at least 8x8 pixels, got {height}x{width}")
+    rng = np.random.default_rng([seed, index])
+    short = min(height, width)
+    image = paint_texture(rng, 0, 0, height, width, short)
+    mask = np.zeros((height, width), dtype=np.uint8)
+
+    for polygons in sample_clutter(rng, height, width):
+        paste_layer(rng, image, mask, polygons, 0, check_contrast=False)
+    for label, polygons in sample_objects(rng, height, width):
+        paste_layer(rng, image, mask, polygons, label, check_contrast=True)
+    for polygons in sample_occluders(rng, height, width):
+        paste_layer(rng, image, mask, polygons, 0, check_contrast=False)
+
+    image = apply_lighting(rng, image)
+    image = degrade(rng, image, short)
+    return np.ascontiguousarray(image), mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Colours and textures (one distribution for objects, background and clutter alike)
+
+
+def sample_colour(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(0.0, 255.0, size=3).astype(np.float32)
+
+
+def sample_colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    first = sample_colour(rng)
+    if rng.random() < 0.5:
+        return first, sample_colour(rng)
+    # A close second colour gives subtle textures, not only high-contrast ones.
+    second = np.clip(first + rng.normal(0.0, 50.0, size=3), 0.0, 255.0).astype(np.float32)
+    return first, second
+
+
+def paint_texture(
+    rng: np.random.Generator, top: int, left: int, height: int, width: int, short: int
+) -> np.ndarray:
+    """A float32 (height, width, 3) texture for the image box at (top, left).
+
+    Texture scales are fractions of the image's short side, never of the object, so a texture's
+    frequency says nothing about what it is painted on.
+    """
+    kind = TEXTURES[rng.choice(len(TEXTURES), p=TEXTURE_WEIGHTS)]
+    first, second = sample_colour_pair(rng)
+    weight = compute_texture_weight(rng, kind, top, left, height, width, short)
+    return first + (second - first) * weight[..., None]
+
+
+def compute_texture_weight(
+    rng: np.random.Generator, kind: str, top: int, left: int, height: int, width: int, short: int
+) -> np.ndarray:
+    """Mixing weight in [0, 1] between the texture's two colours, shape (height, width)."""
+    ys = np.arange(top, top + height, dtype=np.float32)[:, None]
+    xs = np.arange(left, left + width, dtype=np.float32)[None, :]
+    angle = rng.uniform(0.0, math.pi)
+    along = xs * math.cos(angle) + ys * math.sin(angle)
+    if kind == "solid":
+        return np.zeros((height, width), dtype=np.float32)
+    if kind == "stripes":
+        period = max(3.0, rng.uniform(0.04, 0.15) * short)
+        wave = np.sin(along * (2.0 * math.pi / period) + rng.uniform(0.0, 2.0 * math.pi))
+        if rng.random() < 0.6:
+            return (wave > rng.uniform(-0.5, 0.5)).astype(np.float32)
+        return 0.5 + 0.5 * wave
+    if kind == "checker":
+        cell = max(2.5, rng.uniform(0.04, 0.12) * short)
+        across = ys * math.cos(angle) - xs * math.sin(angle)
+        parity = (np.floor(along / cell) + np.floor(across / cell)) % 2.0
+        return parity.astype(np.float32)
+    if kind == "noise":
+        return compute_noise_weight(rng, height, width, short)
+    # gradient: a linear ramp across a random length, centred on the box
+    centre = (left + width / 2.0) * math.cos(angle) + (top + height / 2.0) * math.sin(angle)
+    length = rng.uniform(0.3, 1.5) * short
+    return np.clip(0.5 + (along - centre) / length, 0.0, 1.0)
+
+
+def compute_noise_weight(rng: np.random.Generator, height: int, width: int, short: int) -> np.ndarray:
+    """Smooth value noise (upsampled random grid), sometimes thresholded into hard-edged blobs."""
+    cell = max(2.0, rng.uniform(0.05, 0.2) * short)
+    grid_h = max(2, math.ceil(height / cell) + 1)
+    grid_w = max(2, math.ceil(width / cell) + 1)
+    grid = rng.random((grid_h, grid_w), dtype=np.float32)
+    field = Image.fromarray(grid).resize(
+        (round(grid_w * cell), round(grid_h * cell)), Image.Resampling.BILINEAR
+    )
+    weight = np.asarray(field, dtype=np.float32)[:height, :width]
+    if rng.random() < 0.5:
+        return (weight > rng.uniform(0.35, 0.65)).astype(np.float32)
+    return weight
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry: every shape is a list of (polygon, fill) pairs in image coordinates (x, y), filled in
+# order, so a fill of 0 cuts a hole (the ring).
+
+
+def make_circle(aspect: float = 1.0) -> np.ndarray:
+    angles = np.linspace(0.0, 2.0 * math.pi, CIRCLE_POINTS, endpoint=False)
+    return np.stack([aspect * np.cos(angles), np.sin(angles)], axis=1)
+
+
+def make_unit_shape(rng: np.random.Generator, name: str) -> list[tuple[np.ndarray, int]]:
+    """The shape `name` in a unit bounding circle, centred on the origin, before rotation."""
+    if name == "disk":
+        return [(0.9 * make_circle(rng.uniform(0.8, 1.0)), 1)]
+    if name == "ring":
+        aspect = rng.uniform(0.8, 1.0)
+        hole = rng.uniform(0.45, 0.68)
+        return [(make_circle(aspect), 1), (hole * make_circle(aspect), 0)]
+    if name == "square":
+        half = 0.72
+        stretch = rng.uniform(0.85, 1.0)
+        corners = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+        return [(half * corners * [stretch, 1.0], 1)]
+    if name == "triangle":
+        angles = math.pi / 2.0 + np.arange(3) * (2.0 * math.pi / 3.0) + rng.uniform(-0.14, 0.14, 3)
+        radii = rng.uniform(0.9, 1.0, 3)
+        return [(np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1), 1)]
+    if name == "cross":
+        arm = rng.uniform(0.26, 0.38)
+        outline = [(arm, 1), (arm, arm), (1, arm), (1, -arm), (arm, -arm), (arm, -1),
+                   (-arm, -1), (-arm, -arm), (-1, -arm), (-1, arm), (-arm, arm), (-arm, 1)]
+        return [(0.95 * np.array(outline, dtype=np.float64), 1)]
+    raise ValueError(f"unknown shape {name!r}")
+
+
+def place_shape(
+    unit: list[tuple[np.ndarray, int]], centre: np.ndarray, radius: float, angle: float
+) -> list[tuple[np.ndarray, int]]:
+    rotation = np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])
+    return [(points @ rotation * radius + np.asarray(centre), fill) for points, fill in unit]
+
+
+def make_bar(rng: np.random.Generator, height: int, width: int, thickness: float) -> np.ndarray:
+    """A thin rectangle (a "wire") through a random point, as long as up to the whole image."""
+    centre = np.array([rng.uniform(0, width), rng.uniform(0, height)])
+    angle = rng.uniform(0.0, math.pi)
+    half_length = rng.uniform(0.15, 0.7) * math.hypot(height, width)
+    along = np.array([math.cos(angle), math.sin(angle)]) * half_length
+    across = np.array([-math.sin(angle), math.cos(angle)]) * max(0.6, thickness / 2.0)
+    return np.stack([centre - along - across, centre + along - across,
+                     centre + along + across, centre - along + across])
+
+
+def make_blob(rng: np.random.Generator, centre: np.ndarray, radius: float) -> np.ndarray:
+    angles = np.sort(rng.uniform(0.0, 2.0 * math.pi, 9))
+    radii = radius * rng.uniform(0.6, 1.3, 9)
+    return centre + np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
+
+
+def make_arc(rng: np.random.Generator, centre: np.ndarray, radius: float, thickness: float) -> np.ndarray:
+    """A thin open arc: a hard negative for rings (thinner and never closed)."""
+    start = rng.uniform(0.0, 2.0 * math.pi)
+    angles = start + np.linspace(0.0, rng.uniform(0.6, 1.1) * math.pi, 16)
+    unit = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    inner = radius - max(0.6, thickness / 2.0)
+    outer = radius + max(0.6, thickness / 2.0)
+    return centre + np.concatenate([unit * outer, unit[::-1] * inner])
+
+
+# ---------------------------------------------------------------------------------------------
+# Scene layout
+
+
+def sample_clutter(rng: np.random.Generator, height: int, width: int) -> list[list[tuple[np.ndarray, int]]]:
+    """Background-class distractors: bars, small blobs and thin arcs."""
+    short = min(height, width)
+    aspect = max(height, width) / short
+    count = int(rng.integers(1, 5 + 2 * round(aspect)))
+    clutter = []
+    for _ in range(count):
+        kind = rng.integers(3)
+        centre = np.array([rng.uniform(0, width), rng.uniform(0, height)])
+        if kind == 0:
+            polygon = make_bar(rng, height, width, rng.uniform(0.01, 0.035) * short)
+        elif kind == 1:
+            polygon = make_blob(rng, centre, rng.uniform(0.025, 0.07) * short)
+        else:
+            radius = rng.uniform(0.1, 0.3) * short
+            polygon = make_arc(rng, centre, radius, rng.uniform(0.06, 0.14) * radius)
+        clutter.append([(polygon, 1)])
+    return clutter
+
+
+def sample_objects(rng: np.random.Generator, height: int, width: int) -> list[tuple[int, list[tuple[np.ndarray, int]]]]:
+    """One to a few labelled shapes, spread so that they overlap partly but rarely hide each other."""
+    short = min(height, width)
+    aspect = max(height, width) / short
+    # 1-4 objects on a square frame, proportionally more on a wide one (same density per area).
+    count = int(rng.integers(1, 1 + round(4 * aspect)))
+    placed: list[tuple[np.ndarray, float]] = []
+    objects = []
+    for _ in range(count):
+        label = int(rng.integers(1, len(CLASS_NAMES)))
+        radius = rng.uniform(MIN_OBJECT_RADIUS, MAX_OBJECT_RADIUS) * short
+        centre = sample_centre(rng, height, width, radius, placed)
+        placed.append((centre, radius))
+        unit = make_unit_shape(rng, CLASS_NAMES[label])
+        objects.append((label, place_shape(unit, centre, radius, rng.uniform(0.0, 2.0 * math.pi))))
+    return objects
+
+
+def sample_centre(
+    rng: np.random.Generator, height: int, width: int, radius: float, placed: list[tuple[np.ndarray, float]]
+) -> np.ndarray:
+    # Centres may sit a little outside the frame's inner margin, so some objects are cut by the border.
+    margin = 0.5 * radius
+    centre = np.zeros(2)
+    for _ in range(10):
+        centre = np.array([rng.uniform(margin, width - margin), rng.uniform(margin, height - margin)])
+        if all(np.hypot(*(centre - other)) > 0.75 * (radius + other_radius) for other, other_radius in placed):
+            break
+    return centre
+
+
+def sample_occluders(rng: np.random.Generator, height: int, width: int) -> list[list[tuple[np.ndarray, int]]]:
+    """Sometimes a thin background bar crosses in front of everything (a wire before the objects)."""
+    if rng.random() >= 0.3:
+        return []
+    short = min(height, width)
+    return [[(make_bar(rng, height, width, rng.uniform(0.015, 0.04) * short), 1)]
+            for _ in range(int(rng.integers(1, 3)))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Compositing
+
+
+def rasterise(polygons: list[tuple[np.ndarray, int]], height: int, width: int) -> tuple[int, int, np.ndarray] | None:
+    """Hard-edged coverage of the polygons, clipped to the image: (top, left, bool box) or None."""
+    points = np.concatenate([polygon for polygon, _ in polygons])
+    left = max(0, math.floor(points[:, 0].min()))
+    top = max(0, math.floor(points[:, 1].min()))
+    right = min(width, math.ceil(points[:, 0].max()) + 1)
+    bottom = min(height, math.ceil(points[:, 1].max()) + 1)
+    if right <= left or bottom <= top:
+        return None
+    canvas = Image.new("L", (right - left, bottom - top), 0)
+    draw = ImageDraw.Draw(canvas)
+    for polygon, fill in polygons:
+        draw.polygon([(float(x), float(y)) for x, y in polygon - [left, top]], fill=fill)
+    coverage = np.asarray(canvas, dtype=bool)
+    if not coverage.any():
+        return None
+    return top, left, coverage
+
+
+def paste_layer(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    mask: np.ndarray,
+    polygons: list[tuple[np.ndarray, int]],
+    label: int,
+    check_contrast: bool,
+) -> None:
+    height, width = mask.shape
+    raster = rasterise(polygons, height, width)
+    if raster is None:
+        return
+    top, left, coverage = raster
+    box = (slice(top, top + coverage.shape[0]), slice(left, left + coverage.shape[1]))
+    texture = choose_texture(rng, image[box], coverage, min(height, width), top, left, check_contrast)
+    image[box][coverage] = texture[coverage]
+    mask[box][coverage] = label
+
+
+def choose_texture(
+    rng: np.random.Generator,
+    beneath: np.ndarray,
+    coverage: np.ndarray,
+    short: int,
+    top: int,
+    left: int,
+    check_contrast: bool,
+) -> np.ndarray:
+    """A texture for the box; for objects, the first of a few draws that stands out from beneath."""
+    height, width = coverage.shape
+    texture = paint_texture(rng, top, left, height, width, short)
+    if not check_contrast:
+        return texture
+    under = beneath[coverage].mean(axis=0)
+    best, best_contrast = texture, float(np.linalg.norm(texture[coverage].mean(axis=0) - under))
+    for _ in range(CONTRAST_TRIES - 1):
+        if best_contrast >= MIN_OBJECT_CONTRAST:
+            break
+        texture = paint_texture(rng, top, left, height, width, short)
+        contrast = float(np.linalg.norm(texture[coverage].mean(axis=0) - under))
+        if contrast > best_contrast:
+            best, best_contrast = texture, contrast
+    return best
+
+
+def apply_lighting(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Global brightness and a linear illumination ramp, so absolute colours shift per scene."""
+    height, width = image.shape[:2]
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    ys = np.linspace(-1.0, 1.0, height, dtype=np.float32)[:, None]
+    xs = np.linspace(-1.0, 1.0, width, dtype=np.float32)[None, :]
+    ramp = (xs * math.cos(angle) + ys * math.sin(angle)) * rng.uniform(0.0, 0.3)
+    gain = rng.uniform(0.8, 1.15) * (1.0 + ramp)
+    return image * gain[..., None]
+
+
+def degrade(rng: np.random.Generator, image: np.ndarray, short: int) -> np.ndarray:
+    """Mild blur (scaled with the resolution) and Gaussian pixel noise; returns uint8."""
+    blurred = Image.fromarray(np.clip(image, 0.0, 255.0).round().astype(np.uint8))
+    radius = rng.uniform(0.3, 0.8) * max(1.0, short / 192.0)
+    blurred = blurred.filter(ImageFilter.GaussianBlur(radius))
+    noisy = np.asarray(blurred, dtype=np.float32)
+    noisy += rng.standard_normal(noisy.shape, dtype=np.float32) * rng.uniform(2.0, 10.0)
+    return np.clip(noisy, 0.0, 255.0).round().astype(np.uint8)
+
+
+def load_synthetic(ref: tuple[int, int], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample loader for preparation: `ref` is (seed, index)."""
+    seed, index = ref
+    return render_sample(seed, index, height, width)
+
+
+def synthetic_dataset(count: int, seed: int, split: tuple[float, float, float]):
+    """The prepare-able description of `count` scenes, split by a seeded shuffle."""
+    from cluster.exceptions import DataError
+    from jobs.prepare import Dataset, Sample, seeded_split
+
+    if count < 3:
+        raise DataError(f"--count {count}: need at least 3 scenes (one per split)")
+    parts = seeded_split(count, split, seed)
+    return Dataset(
+        source="synthetic",
+        options={"count": count, "seed": seed, "split": list(split)},
+        class_names=list(CLASS_NAMES),
+        palette=list(PALETTE),
+        splits={name: [Sample(f"synthetic/{i:06d}", (seed, int(i))) for i in rows] for name, rows in parts.items()},
+        labeled={name: True for name in parts},
+    )
