@@ -1,0 +1,80 @@
+"""Where the cluster is: flags and env first, then the embedded default recorded in HOME."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import redis
+
+from cluster import local
+from cluster.exceptions import ClusterError
+from cluster.settings import Settings
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    redis_url: str
+    dashboard_url: str  # Ray Jobs API / dashboard
+    gcs_address: str | None  # known for the embedded default only
+
+
+def use_token_auth() -> None:
+    """Ray clients in this process authenticate with the cluster token (~/.ray/auth_token)."""
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def resolve(settings: Settings, start_if_missing: bool = False, announce=print) -> Endpoints:
+    home = settings.resolved_home()
+    state = local.running_state(home)
+    if state is None and (settings.redis_url is None or settings.ray_address is None):
+        if not start_if_missing:
+            missing = "SEGQ_REDIS_URL" if settings.redis_url is None else "SEGQ_RAY_ADDRESS"
+            raise ClusterError(
+                f"no cluster: the embedded default is not running in {home} and {missing} is not set; "
+                "run `segq up` or pass --redis-url/--address"
+            )
+        announce(f"no cluster given and none running: starting the embedded default in {home}")
+        state, _ = local.up(home)
+    redis_url = settings.redis_url or state["redis"]["url"]
+    dashboard_url = settings.ray_address or state["ray"]["dashboard_url"]
+    if "://" not in dashboard_url:
+        dashboard_url = f"http://{dashboard_url}"
+    gcs = state["ray"]["address"] if state and not settings.ray_address else None
+    return Endpoints(redis_url=redis_url, dashboard_url=dashboard_url, gcs_address=gcs)
+
+
+def connect_redis(url: str) -> redis.Redis:
+    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as error:
+        raise ClusterError(f"cannot reach Redis at {redact(url)}: {error}") from None
+    return client
+
+
+def redact(url: str) -> str:
+    """A Redis URL without its password, for messages."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def jobs_client(dashboard_url: str):
+    use_token_auth()
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(dashboard_url)
+    except Exception as error:  # Ray raises ConnectionError/RuntimeError/AuthenticationError here
+        raise ClusterError(f"cannot reach the Ray Jobs API at {dashboard_url}: {error}") from None
+
+
+def init_ray(address: str | None) -> None:
+    """Join the cluster as a driver (data preparation); `auto` inside a Ray job."""
+    use_token_auth()
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address or "auto", logging_level="ERROR", log_to_driver=False)

@@ -1,0 +1,300 @@
+"""The embedded default cluster: a local redis-server and a local Ray head, started in the background.
+
+What `up` started is recorded in HOME/cluster.json (pids, ports, URLs) so that `down` stops exactly
+that and nothing else. Ray's GCS would take 6379, Redis's own default, so both get free ports.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cluster.exceptions import ClusterError
+
+STATE_FILE = "cluster.json"
+PREFERRED_REDIS_PORT = 6380
+PREFERRED_GCS_PORT = 6381
+PREFERRED_DASHBOARD_PORT = 8265
+
+
+def state_path(home: Path) -> Path:
+    return home / STATE_FILE
+
+
+def read_state(home: Path) -> dict | None:
+    path = state_path(home)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def write_state(home: Path, state: dict) -> None:
+    path = state_path(home)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, path)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(preferred: int | None = None, taken: set[int] | None = None) -> int:
+    taken = taken if taken is not None else set()
+    if preferred and preferred not in taken and port_free(preferred):
+        taken.add(preferred)
+        return preferred
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        # Ray hands worker processes ports 10002-19999: stay out of that range.
+        if port not in taken and not 10000 <= port < 20000:
+            taken.add(port)
+            return port
+
+
+def wait_for_port(port: int, timeout: float, what: str, pid: int | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if pid is not None and not pid_alive(pid):
+            raise ClusterError(f"{what} exited during start-up; see its log")
+        time.sleep(0.3)
+    raise ClusterError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
+def ray_env() -> dict[str, str]:
+    """Environment for Ray processes and clients: token authentication stays on."""
+    env = dict(os.environ)
+    env["RAY_AUTH_MODE"] = "token"
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    return env
+
+
+def ensure_auth_token() -> None:
+    """`ray start --head` with token auth needs ~/.ray/auth_token; create it once if missing."""
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists() or os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    ray_cli = Path(sys.executable).with_name("ray")
+    subprocess.run([str(ray_cli), "get-auth-token", "--generate"], env=ray_env(), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_redis(home: Path, taken: set[int]) -> dict:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ClusterError("redis-server is not installed; run `make setup` or `apt-get install redis-server`")
+    data_dir = home / "redis"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port(PREFERRED_REDIS_PORT, taken)
+    log = open(home / "logs" / "redis.log", "ab")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+         "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        wait_for_port(port, 20, "redis-server", process.pid)
+    except ClusterError:
+        stop_session(process.pid, grace=5)
+        raise ClusterError(f"redis-server did not start; see {home / 'logs' / 'redis.log'}") from None
+    return {"pid": process.pid, "port": port, "url": f"redis://127.0.0.1:{port}/0"}
+
+
+def ray_temp_dir(home: Path) -> Path:
+    """Ray puts unix sockets under its temp dir and their paths must stay under 108 bytes,
+    so the session lives in a short /tmp path derived from HOME rather than inside it."""
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"segq-ray-{digest}"
+
+
+def start_ray(home: Path, taken: set[int], num_cpus: int | None) -> dict:
+    ensure_auth_token()
+    ports = {
+        "gcs": free_port(PREFERRED_GCS_PORT, taken),
+        "dashboard": free_port(PREFERRED_DASHBOARD_PORT, taken),
+        "client_server": free_port(None, taken),
+        "dashboard_agent_listen": free_port(None, taken),
+        "dashboard_agent_grpc": free_port(None, taken),
+        "metrics_export": free_port(None, taken),
+        "runtime_env_agent": free_port(None, taken),
+    }
+    temp_dir = ray_temp_dir(home)
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    ray_cli = Path(sys.executable).with_name("ray")
+    command = [
+        str(ray_cli), "start", "--head", "--block", "--disable-usage-stats",
+        "--node-ip-address", "127.0.0.1",
+        "--port", str(ports["gcs"]),
+        "--dashboard-host", "127.0.0.1", "--dashboard-port", str(ports["dashboard"]),
+        "--ray-client-server-port", str(ports["client_server"]),
+        "--dashboard-agent-listen-port", str(ports["dashboard_agent_listen"]),
+        "--dashboard-agent-grpc-port", str(ports["dashboard_agent_grpc"]),
+        "--metrics-export-port", str(ports["metrics_export"]),
+        "--runtime-env-agent-port", str(ports["runtime_env_agent"]),
+        "--temp-dir", str(temp_dir),
+        "--num-cpus", str(num_cpus or os.cpu_count() or 1),
+    ]
+    log = open(home / "logs" / "ray.log", "ab")
+    # One new session: every Ray process of this head shares the process group we record.
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=ray_env(),
+                               start_new_session=True, cwd=str(home))
+    try:
+        wait_for_port(ports["dashboard"], 120, "the Ray head (dashboard)", process.pid)
+        wait_for_jobs_api(f"http://127.0.0.1:{ports['dashboard']}", 120, process.pid)
+    except ClusterError:
+        stop_session(process.pid, grace=5)
+        raise ClusterError(f"the Ray head did not start; see {home / 'logs' / 'ray.log'} "
+                           f"and the session logs in {temp_dir}") from None
+    return {
+        "pid": process.pid,
+        "ports": ports,
+        "address": f"127.0.0.1:{ports['gcs']}",
+        "dashboard_url": f"http://127.0.0.1:{ports['dashboard']}",
+    }
+
+
+def wait_for_jobs_api(url: str, timeout: float, pid: int) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/api/version", timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # the server answers (auth may refuse): it is up
+        except (urllib.error.URLError, OSError):
+            if not pid_alive(pid):
+                raise ClusterError("the Ray head exited during start-up; see HOME/logs/ray.log")
+            time.sleep(0.5)
+    raise ClusterError(f"the Ray Jobs API at {url} did not answer within {timeout:.0f}s")
+
+
+def running_state(home: Path) -> dict | None:
+    """The recorded state if both recorded processes are still alive."""
+    state = read_state(home)
+    if state and pid_alive(state["redis"]["pid"]) and pid_alive(state["ray"]["pid"]):
+        return state
+    return None
+
+
+def up(home: Path, num_cpus: int | None = None) -> tuple[dict, bool]:
+    """Start what is not running; return (state, started_anything)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "logs").mkdir(exist_ok=True)
+    state = read_state(home) or {}
+    started = False
+    taken: set[int] = set()
+    if not (state.get("redis") and pid_alive(state["redis"]["pid"])):
+        state["redis"] = start_redis(home, taken)
+        started = True
+    else:
+        taken.add(state["redis"]["port"])
+    if not (state.get("ray") and pid_alive(state["ray"]["pid"])):
+        state["ray"] = start_ray(home, taken, num_cpus)
+        started = True
+    state["home"] = str(home)
+    write_state(home, state)
+    return state, started
+
+
+def process_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, process group, state) for every process, from /proc."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(") ", 1)[-1].split()
+        except OSError:
+            continue
+        table[int(entry)] = (int(fields[1]), int(fields[2]), fields[0])
+    return table
+
+
+def session_processes(leader: int) -> set[int]:
+    """The leader's process group and every descendant (Ray workers start groups of their own)."""
+    table = process_table()
+    members = {pid for pid, (_, pgid, _) in table.items() if pgid == leader}
+    members.add(leader)
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _, _) in table.items() if ppid in members} - members
+        members |= children
+        grew = bool(children)
+    return {pid for pid in members if pid in table and table[pid][2] != "Z"}
+
+
+def signal_all(pids: set[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def stop_session(leader: int, grace: float) -> None:
+    """SIGTERM the recorded leader's processes, SIGKILL whatever is left after `grace` seconds."""
+    pids = session_processes(leader)
+    signal_all(pids, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
+        time.sleep(0.3)
+        pids |= session_processes(leader)
+    signal_all({pid for pid in pids if pid_alive(pid)}, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
+        time.sleep(0.2)
+
+
+def down(home: Path) -> list[str]:
+    """Stop what `up` recorded; return what was stopped."""
+    state = read_state(home)
+    if not state:
+        return []
+    stopped = []
+    if state.get("ray"):
+        # Ray state is rebuilt at the next `up`; Redis holds what must survive, so it gets time to sync.
+        stop_session(state["ray"]["pid"], grace=8)
+        stopped.append(f"ray head (pid {state['ray']['pid']})")
+    if state.get("redis"):
+        stop_session(state["redis"]["pid"], grace=20)
+        stopped.append(f"redis-server (pid {state['redis']['pid']})")
+    state_path(home).unlink(missing_ok=True)
+    return stopped

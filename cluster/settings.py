@@ -1,0 +1,29 @@
+"""Typed settings: flags override env (SEGQ_*), which overrides these defaults."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEGQ_", extra="ignore")
+
+    home: Path = Field(Path(".segq"), description="local state: embedded cluster, data, storage")
+    redis_url: str | None = Field(None, description="Redis URL; default: the embedded Redis")
+    ray_address: str | None = Field(
+        None, description="Ray dashboard / Jobs API URL (http://host:8265); default: the embedded head"
+    )
+    storage: str | None = Field(None, description="checkpoint and Tune storage; default: HOME/storage")
+    cluster_redis_url: str | None = Field(
+        None, description="Redis URL as the cluster's nodes reach it, when it differs (docker compose)"
+    )
+
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    def resolved_storage(self) -> str:
+        if self.storage:
+            return self.storage if "://" in self.storage else str(Path(self.storage).expanduser().resolve())
+        return str(self.resolved_home() / "storage")

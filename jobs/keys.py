@@ -1,0 +1,52 @@
+"""The whole Redis key schema of segq. Nothing else builds a key string.
+
+segq:jobs                                  zset   job id -> created (unix time)
+segq:job:{job}                             hash   the job record (jobs.records.JobRecord)
+segq:job:{job}:events                      stream metric and trial events (JSON in field `data`)
+segq:job:{job}:trials                      set    trial names seen in the events
+segq:job:{job}:trial:{trial}               hash   trial facts: status, arch, params, num_params, ...
+segq:job:{job}:trial:{trial}:metrics       hash   "{iteration}:{epoch}:{split}" -> JSON scores
+segq:job:{job}:leaderboard                 zset   trial -> best value of the job's target metric
+"""
+from __future__ import annotations
+
+PREFIX = "segq"
+AGGREGATOR_GROUP = "aggregator"
+EVENTS_MAXLEN = 100_000
+
+
+def jobs_index() -> str:
+    return f"{PREFIX}:jobs"
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def events(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:events"
+
+
+def trials(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:trials"
+
+
+def trial(job_id: str, trial_name: str) -> str:
+    return f"{PREFIX}:job:{job_id}:trial:{trial_name}"
+
+
+def trial_metrics(job_id: str, trial_name: str) -> str:
+    return f"{PREFIX}:job:{job_id}:trial:{trial_name}:metrics"
+
+
+def leaderboard(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:leaderboard"
+
+
+def metrics_field(iteration: int, epoch: int, split: str) -> str:
+    return f"{iteration}:{epoch}:{split}"
+
+
+def parse_metrics_field(field: str) -> tuple[int, int, str]:
+    iteration, epoch, split = field.split(":", 2)
+    return int(iteration), int(epoch), split

@@ -1,0 +1,120 @@
+"""Job records: one Redis hash per job, written through to_dict()/from_dict()."""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+import redis
+
+from cluster.exceptions import NoSuchJob
+from jobs import keys
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def new_job_id(kind: str) -> str:
+    return f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class JobRecord:
+    id: str
+    kind: str
+    spec: dict
+    status: JobStatus = JobStatus.QUEUED
+    name: str = ""
+    ray_submission_id: str = ""
+    dashboard_url: str = ""
+    error: str = ""
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    ended_at: float | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "spec": json.dumps(self.spec, sort_keys=True),
+            "status": self.status.value,
+            "name": self.name,
+            "ray_submission_id": self.ray_submission_id,
+            "dashboard_url": self.dashboard_url,
+            "error": self.error,
+            "created_at": repr(self.created_at),
+            "started_at": "" if self.started_at is None else repr(self.started_at),
+            "ended_at": "" if self.ended_at is None else repr(self.ended_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str]) -> "JobRecord":
+        return cls(
+            id=data["id"],
+            kind=data["kind"],
+            spec=json.loads(data["spec"]),
+            status=JobStatus(data["status"]),
+            name=data.get("name", ""),
+            ray_submission_id=data.get("ray_submission_id", ""),
+            dashboard_url=data.get("dashboard_url", ""),
+            error=data.get("error", ""),
+            created_at=float(data["created_at"]),
+            started_at=float(data["started_at"]) if data.get("started_at") else None,
+            ended_at=float(data["ended_at"]) if data.get("ended_at") else None,
+        )
+
+    def save(self, client: redis.Redis, pipeline=None) -> None:
+        target = pipeline if pipeline is not None else client
+        target.hset(keys.job(self.id), mapping=self.to_dict())
+        target.zadd(keys.jobs_index(), {self.id: self.created_at})
+
+    @classmethod
+    def load(cls, client: redis.Redis, job_id: str) -> "JobRecord":
+        data = client.hgetall(keys.job(job_id))
+        if not data:
+            raise NoSuchJob(job_id)
+        return cls.from_dict(data)
+
+
+def set_status(client: redis.Redis, job_id: str, status: JobStatus, error: str = "") -> None:
+    if not client.exists(keys.job(job_id)):
+        raise NoSuchJob(job_id)
+    fields = {"status": status.value}
+    if status == JobStatus.RUNNING:
+        fields["started_at"] = repr(time.time())
+    if status.is_final:
+        fields["ended_at"] = repr(time.time())
+    if error:
+        fields["error"] = error[-2000:]
+    client.hset(keys.job(job_id), mapping=fields)
+
+
+def list_jobs(client: redis.Redis, limit: int = 50) -> list[JobRecord]:
+    ids = client.zrevrange(keys.jobs_index(), 0, limit - 1)
+    records = []
+    for job_id in ids:
+        data = client.hgetall(keys.job(job_id))
+        if data:
+            records.append(JobRecord.from_dict(data))
+    return records
+
+
+def resolve_job_id(client: redis.Redis, prefix: str) -> str:
+    """A full job id from a unique prefix (like git), so users can type less."""
+    if client.exists(keys.job(prefix)):
+        return prefix
+    matches = [job_id for job_id in client.zrange(keys.jobs_index(), 0, -1) if job_id.startswith(prefix)]
+    if len(matches) == 1:
+        return matches[0]
+    raise NoSuchJob(prefix if not matches else f"{prefix} (ambiguous: {', '.join(matches[:5])})")

@@ -1,0 +1,179 @@
+"""Job specs (pydantic, extra fields forbidden) and their expansion into trials.
+
+A value written as `{grid: [a, b]}` is a grid axis; a sweep runs the cartesian product of all
+axes, one trial per combination, each trial fully resolved (no search syntax left).
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cluster.exceptions import SpecError
+from seg_models.registry import ARCHITECTURES, validate_options
+
+TRAIN_AXES_SHORT = {"lr": "lr", "batch_size": "bs", "weight_decay": "wd", "epochs": "ep"}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainParams(Strict):
+    """Hyperparameters of one trial."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    loss: Literal["ce", "weighted_ce", "dice", "ce_dice"] = "ce"
+    class_weights: list[float] | None = None
+    scheduler: Literal["none", "plateau", "poly", "cosine"] = "none"
+    warmup_epochs: int = Field(0, ge=0)
+    augment: Literal["none", "basic", "strong"] = "basic"
+    early_stop_patience: int | None = Field(None, ge=1)
+    sync_batchnorm: bool = False
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    channels_last: bool = False
+    seed: int = 0
+
+
+class Resources(Strict):
+    workers_per_trial: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(0.5, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    max_failures: int = Field(2, ge=0, description="worker failures a trial survives (resumes from checkpoint)")
+
+
+class TrialSpec(Strict):
+    """One fully resolved trial."""
+
+    name: str
+    arch: str
+    model: dict[str, Any]
+    train: TrainParams
+
+
+def is_axis(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"grid"}
+
+
+def axis_values(name: str, value: dict) -> list:
+    values = value["grid"]
+    if not isinstance(values, list) or not values:
+        raise SpecError(f"{name}: grid must be a non-empty list")
+    return values
+
+
+class SweepSpec(Strict):
+    kind: Literal["sweep"] = "sweep"
+    name: str = ""
+    data: str
+    archs: list[str] = Field(min_length=1)
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-architecture options")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainParams; values may be {grid: [...]}")
+    resources: Resources = Field(default_factory=Resources)
+    metric: Literal["val_miou", "val_mdice", "val_pixel_acc", "val_fwiou"] = "val_miou"
+
+    @field_validator("archs")
+    @classmethod
+    def known_archs(cls, archs: list[str]) -> list[str]:
+        for arch in archs:
+            if arch not in ARCHITECTURES:
+                raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(sorted(ARCHITECTURES))}")
+        return archs
+
+    @field_validator("data")
+    @classmethod
+    def absolute_data(cls, data: str) -> str:
+        return data if "://" in data else str(Path(data).expanduser().resolve())
+
+    @model_validator(mode="after")
+    def valid_trials(self) -> "SweepSpec":
+        self.trials()  # every combination must validate before anything is submitted
+        return self
+
+    def trials(self) -> list[TrialSpec]:
+        unknown = set(self.models) - set(self.archs)
+        if unknown:
+            raise SpecError(f"models.{sorted(unknown)[0]}: options given for an architecture not in archs")
+        train_axes = {k: axis_values(f"train.{k}", v) for k, v in self.train.items() if is_axis(v)}
+        train_fixed = {k: v for k, v in self.train.items() if not is_axis(v)}
+        trials = []
+        for arch in self.archs:
+            options = self.models.get(arch, {})
+            model_axes = {k: axis_values(f"models.{arch}.{k}", v) for k, v in options.items() if is_axis(v)}
+            model_fixed = {k: v for k, v in options.items() if not is_axis(v)}
+            for model_combo in product(model_axes):
+                model = {**model_fixed, **model_combo}
+                validate_options(arch, model)
+                for train_combo in product(train_axes):
+                    train = build_train_params({**train_fixed, **train_combo})
+                    name = trial_name(len(trials), arch, model_combo, train_combo)
+                    trials.append(TrialSpec(name=name, arch=arch, model=model, train=train))
+        return trials
+
+
+def product(axes: dict[str, list]) -> list[dict[str, Any]]:
+    names = list(axes)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
+
+
+def build_train_params(values: dict[str, Any]) -> TrainParams:
+    try:
+        return TrainParams(**values)
+    except ValidationError as error:
+        raise SpecError(describe_validation_error(error, prefix="train")) from None
+
+
+def trial_name(index: int, arch: str, model_combo: dict, train_combo: dict) -> str:
+    parts = [f"{index:03d}", arch]
+    parts += [f"{k}={v}" for k, v in model_combo.items()]
+    parts += [f"{TRAIN_AXES_SHORT.get(k, k)}={v}" for k, v in train_combo.items()]
+    return "_".join(parts).replace("/", "-")
+
+
+def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """One line naming the field: 'train.lr: Input should be greater than 0 (got -1)'."""
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"])
+    field = ".".join(part for part in (prefix, location) if part) or "spec"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif first["type"].startswith("value_error"):
+        message = message.removeprefix("Value error, ")
+    got = first.get("input")
+    suffix = f" (got {got!r})" if first["type"] not in ("extra_forbidden", "missing") and not isinstance(got, dict) else ""
+    return f"{field}: {message}{suffix}"
+
+
+def parse_spec(model: type[BaseModel], data: dict, source: str | None = None) -> BaseModel:
+    """Validate a spec; errors name the field, prefixed by the spec file when there is one."""
+    prefix = f"{source}: " if source else ""
+    try:
+        return model(**data)
+    except ValidationError as error:
+        raise SpecError(prefix + describe_validation_error(error)) from None
+    except SpecError as error:
+        raise SpecError(prefix + str(error)) from None
+
+
+def load_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise SpecError(f"{path}: no such spec file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping at the top level")
+    return data

@@ -1,0 +1,98 @@
+"""The Tune driver of a sweep: one Tune trial per TrialSpec, each a Ray Train DDP run.
+
+Ray 2.60 (Train V2): Tune does not take a TorchTrainer, so each Tune trial is a function that
+builds a TorchTrainer, calls fit(), and forwards the workers' reports to Tune with
+TuneReportCallback.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from jobs.spec import Resources, SweepSpec, TrialSpec
+from workers.publisher import MetricsPublisher
+
+TRIAL_DRIVER_CPUS = 0.1  # the trial function only waits on its workers
+
+
+def trainer_for(trial: TrialSpec, context: dict, resources: Resources, callbacks: list):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from workers.train_loop import train_loop_per_worker
+
+    use_gpu = resources.gpus_per_worker > 0
+    per_worker = {"CPU": resources.cpus_per_worker}
+    if use_gpu:
+        per_worker["GPU"] = resources.gpus_per_worker
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={**context, "trial": trial.model_dump()},
+        scaling_config=ScalingConfig(num_workers=resources.workers_per_trial, use_gpu=use_gpu,
+                                     resources_per_worker=per_worker),
+        run_config=RunConfig(
+            name=f"{context['job_id']}-{trial.name}",
+            storage_path=str(Path(context["storage"]) / "train"),
+            failure_config=FailureConfig(max_failures=resources.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_miou",
+                                               checkpoint_score_order="max"),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def run_trial(config: dict) -> None:
+    """A Tune function trainable: one trial = one TorchTrainer.fit()."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial = TrialSpec.model_validate(config["trial"])
+    context = config["context"]
+    resources = Resources.model_validate(config["resources"])
+    publisher = MetricsPublisher(context["redis_url"], context["job_id"], trial.name)
+    facts = {"arch": trial.arch, "params": {"model": trial.model, "train": trial.train.model_dump()},
+             "workers": resources.workers_per_trial, "gpus_per_worker": resources.gpus_per_worker}
+    publisher.trial_event("running", **facts)
+    started = time.time()
+    trainer = trainer_for(trial, context, resources, [TuneReportCallback()])
+    try:
+        result = trainer.fit()
+        if result.error:
+            raise result.error
+    except BaseException as error:
+        publisher.trial_event("failed", error=f"{type(error).__name__}: {error}"[-1000:],
+                              wall_time_s=time.time() - started, **facts)
+        publisher.close()
+        raise
+    best = best_checkpoint_path(result)
+    publisher.trial_event("finished", wall_time_s=time.time() - started, best_checkpoint=best, **facts)
+    publisher.close()
+
+
+def best_checkpoint_path(result) -> str | None:
+    candidates = [(metrics.get("val_miou", -1.0), checkpoint) for checkpoint, metrics in (result.best_checkpoints or [])]
+    if not candidates:
+        return result.checkpoint.path if result.checkpoint else None
+    return max(candidates, key=lambda pair: pair[0])[1].path
+
+
+def run_sweep(job_id: str, spec: SweepSpec, redis_url: str, storage: str) -> list[str]:
+    """Run every trial under Tune; return the names of trials that failed."""
+    from ray import tune
+
+    trials = spec.trials()
+    context = {"job_id": job_id, "redis_url": redis_url, "data": spec.data, "storage": storage}
+    param_space = {
+        "trial": tune.grid_search([trial.model_dump() for trial in trials]),
+        "context": context,
+        "resources": spec.resources.model_dump(),
+    }
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, {"CPU": TRIAL_DRIVER_CPUS}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent_trials,
+                                    trial_name_creator=lambda t: t.config["trial"]["name"],
+                                    trial_dirname_creator=lambda t: t.config["trial"]["name"]),
+        run_config=tune.RunConfig(name=job_id, storage_path=str(Path(storage) / "tune"), verbose=0),
+    )
+    results = tuner.fit()
+    return [result.config["trial"]["name"] for result in results if result.error]

@@ -1,0 +1,77 @@
+import json
+
+import redis
+
+from jobs import keys
+from jobs.aggregator import Aggregator
+from jobs.records import JobRecord
+from jobs.summary import trial_rows
+from workers.publisher import MetricsPublisher
+
+
+def publish_trial(url, job_id, trial, epochs, mious):
+    publisher = MetricsPublisher(url, job_id, trial)
+    publisher.trial_event("running", arch="unet", params={"train": {"lr": 0.001}}, workers=2)
+    publisher.trial_event(num_params=1234, protocol={"ignore_index": 255})
+    for epoch, miou in zip(range(1, epochs + 1), mious):
+        publisher.metrics_event("train", epoch, {"loss": 1.0 / epoch, "epoch_time_s": 2.0, "images": 10,
+                                                 "images_per_s": 5.0, "peak_memory_mb": 100.0 + epoch})
+        for split in ("val", "test"):
+            publisher.metrics_event(split, epoch, {"miou": miou, "pixel_acc": 0.9, "mean_acc": 0.8, "mdice": 0.7,
+                                                   "fwiou": 0.6, "per_class_iou": {"bg": miou, "fg": None}})
+    publisher.trial_event("finished", best_checkpoint="/ckpt")
+    publisher.close()
+
+
+def state(client, job_id):
+    rows = trial_rows(client, job_id)
+    board = client.zrange(keys.leaderboard(job_id), 0, -1, withscores=True)
+    return json.dumps(rows, sort_keys=True), board
+
+
+def test_summary_fields_and_replay_is_idempotent(redis_url, redis_client):
+    JobRecord(id="job", kind="sweep", spec={}).save(redis_client)
+    publish_trial(redis_url, "job", "000_unet", 3, [0.2, 0.5, 0.4])
+    publish_trial(redis_url, "job", "001_unet", 2, [0.1, 0.3])
+    assert Aggregator(redis_client, "job").drain() == 2 * 3 + 3 * 3 + 3 * 2
+    first = state(redis_client, "job")
+    rows = json.loads(first[0])
+    row = rows[0]
+    assert row["trial"] == "000_unet" and row["status"] == "finished" and row["epochs"] == 3
+    assert row["best_epoch"] == 2 and row["val"]["miou"] == 0.5 and row["test"]["miou"] == 0.5
+    assert row["val"]["per_class_iou"] == {"bg": 0.5, "fg": None}
+    assert row["train_time_s"] == 6.0 and row["images_per_s"] == 5.0 and row["num_params"] == 1234
+    assert row["cost"]["peak_memory_mb"] == 103.0 and row["cost"]["device_hours"] == round(6.0 * 2 / 3600, 6)
+    assert first[1] == [("001_unet", 0.3), ("000_unet", 0.5)]
+
+    # Replay the whole stream through a fresh group: nothing changes.
+    redis_client.xgroup_destroy(keys.events("job"), keys.AGGREGATOR_GROUP)
+    assert Aggregator(redis_client, "job").drain() == 21
+    assert state(redis_client, "job") == first
+
+
+def test_unacked_entries_are_read_again_after_a_crash(redis_url, redis_client):
+    JobRecord(id="job", kind="sweep", spec={}).save(redis_client)
+    publish_trial(redis_url, "job", "000_unet", 2, [0.2, 0.5])
+    aggregator = Aggregator(redis_client, "job")
+    aggregator.ensure_group()
+    # A crash after reading and before applying/acking: entries sit in the pending list.
+    redis_client.xreadgroup(keys.AGGREGATOR_GROUP, aggregator.consumer, {keys.events("job"): ">"}, count=4)
+    assert redis_client.xpending(keys.events("job"), keys.AGGREGATOR_GROUP)["pending"] == 4
+    restarted = Aggregator(redis_client, "job")
+    assert restarted.drain() == 3 + 3 * 2
+    assert redis_client.xpending(keys.events("job"), keys.AGGREGATOR_GROUP)["pending"] == 0
+    reference = redis.Redis.from_url(redis_url, decode_responses=True)
+    rows = trial_rows(reference, "job")
+    assert rows[0]["epochs"] == 2 and rows[0]["val"]["miou"] == 0.5
+
+
+def test_publisher_buffers_while_redis_is_unreachable(redis_url, redis_client):
+    publisher = MetricsPublisher("redis://127.0.0.1:1/0", "job", "t")  # nothing listens on port 1
+    publisher.metrics_event("train", 1, {"loss": 1.0})
+    assert len(publisher.buffer) == 1
+    publisher.client = redis.Redis.from_url(redis_url)  # Redis is back
+    publisher.metrics_event("train", 2, {"loss": 0.5})
+    assert not publisher.buffer
+    events = [json.loads(fields["data"]) for _, fields in redis_client.xrange(keys.events("job"))]
+    assert [(e["epoch"], e["metrics"]["loss"]) for e in events] == [(1, 1.0), (2, 0.5)]

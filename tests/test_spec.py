@@ -1,0 +1,46 @@
+import pytest
+
+from cluster.exceptions import SpecError
+from jobs.spec import SweepSpec, load_yaml, parse_spec
+
+
+def sweep(**fields):
+    return parse_spec(SweepSpec, {"data": "/data", "archs": ["unet"], **fields})
+
+
+def test_grid_expands_to_readable_fully_resolved_trials():
+    spec = sweep(models={"unet": {"base_width": {"grid": [8, 16]}, "depth": 3}},
+                 train={"lr": {"grid": [1e-3, 3e-3]}, "epochs": 2})
+    trials = spec.trials()
+    assert [t.name for t in trials] == [
+        "000_unet_base_width=8_lr=0.001", "001_unet_base_width=8_lr=0.003",
+        "002_unet_base_width=16_lr=0.001", "003_unet_base_width=16_lr=0.003",
+    ]
+    assert trials[3].model == {"depth": 3, "base_width": 16}
+    assert trials[3].train.lr == 3e-3 and trials[3].train.epochs == 2
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"archs": ["unett"]}, "archs: unknown architecture 'unett'; valid: "),
+    ({"archs": []}, "archs: List should have at least 1 item"),
+    ({"train": {"lr": -1}}, "train.lr: Input should be greater than 0"),
+    ({"train": {"lr": {"grid": [1e-3, -2]}}}, "train.lr: Input should be greater than 0"),
+    ({"colour": "red"}, "colour: unknown field"),
+    ({"train": {"epochz": 3}}, "train.epochz: unknown field"),
+    ({"models": {"unet": {"depth": "deep"}}}, "models.unet.depth: Input should be a valid integer"),
+    ({"models": {"unet": {"widht": 3}}}, "models.unet.widht: unknown field"),
+    ({"resources": {"workers_per_trial": 0}}, "resources.workers_per_trial: Input should be greater than or equal to 1"),
+    ({"train": {"lr": {"grid": []}}}, "train.lr: grid must be a non-empty list"),
+])
+def test_invalid_specs_name_the_field(fields, message):
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        sweep(**fields)
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: [unclosed\n")
+    with pytest.raises(SpecError, match="bad.yaml: not valid YAML"):
+        load_yaml(path)
+    with pytest.raises(SpecError, match="missing.yaml: no such spec file"):
+        load_yaml(tmp_path / "missing.yaml")

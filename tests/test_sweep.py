@@ -1,0 +1,85 @@
+"""A real sweep end to end: CLI subprocess -> Ray Jobs API -> Tune -> 2-worker DDP (gloo) -> Redis."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from jobs import keys
+from tests.conftest import run_segq
+
+pytestmark = pytest.mark.ray
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(segq_env, tiny_dataset):
+    result = run_segq("submit", "sweep", "--data", str(tiny_dataset), "--arch", "unet", "--lr", "1e-3,3e-3",
+                      "--epochs", str(EPOCHS), "--workers-per-trial", "2", "--batch-size", "4", "--wait",
+                      env=segq_env, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip().splitlines()[-1], result
+
+
+def redis_of(env):
+    state = json.load(open(f"{env['SEGQ_HOME']}/cluster.json"))
+    return redis.Redis.from_url(state["redis"]["url"], decode_responses=True), state
+
+
+def test_summary_json_is_complete(segq_env, finished_sweep):
+    job_id, _ = finished_sweep
+    rows = json.loads(run_segq("summary", job_id, "--format", "json", env=segq_env, check=True).stdout)
+    assert len(rows) == 2
+    for row in rows:
+        assert row["status"] == "finished" and row["arch"] == "unet" and row["epochs"] == EPOCHS
+        assert 1 <= row["best_epoch"] <= EPOCHS
+        for split in ("val", "test"):
+            scores = row[split]
+            for metric in ("miou", "pixel_acc", "mean_acc", "mdice", "fwiou"):
+                assert 0.0 <= scores[metric] <= 1.0
+            assert set(scores["per_class_iou"]) == {"background", "disk", "square", "triangle", "ring", "cross"}
+        assert row["train_time_s"] > 0 and row["images_per_s"] > 0 and row["num_params"] > 1000
+        assert row["params"]["train"]["lr"] in (1e-3, 3e-3)
+        assert row["protocol"]["ignore_index"] == 255 and row["protocol"]["resolution"] == "32x32"
+        assert row["best_checkpoint"] and row["cost"]["device_hours"] > 0
+        # The loss goes down.
+        assert row["train_loss"][-1] < row["train_loss"][0]
+
+
+def test_metric_events_land_in_redis(segq_env, finished_sweep):
+    job_id, _ = finished_sweep
+    client, _ = redis_of(segq_env)
+    events = [json.loads(fields["data"]) for _, fields in client.xrange(keys.events(job_id))]
+    metrics = [e for e in events if e["type"] == "metrics"]
+    splits = ("train", "val", "test")
+    for trial in {e["trial"] for e in metrics}:
+        mine = [(e["epoch"], e["split"]) for e in metrics if e["trial"] == trial]
+        assert sorted(mine) == sorted((epoch, split) for epoch in range(1, EPOCHS + 1) for split in splits)
+    assert len(metrics) == 2 * EPOCHS * len(splits)
+    record = client.hgetall(keys.job(job_id))
+    assert record["status"] == "finished" and record["ray_submission_id"] == job_id
+
+
+def test_job_is_in_the_ray_dashboard_under_its_segq_id(segq_env, finished_sweep):
+    job_id, result = finished_sweep
+    _, state = redis_of(segq_env)
+    listing = subprocess.run([str(Path(sys.executable).with_name("ray")), "job", "list",
+                              "--address", state["ray"]["dashboard_url"]],
+                             env={**segq_env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=120)
+    assert f"submission_id='{job_id}'" in listing.stdout
+    shown = json.loads(run_segq("jobs", "show", job_id, env=segq_env, check=True).stdout)
+    assert shown["status"] == "finished" and shown["dashboard_url"].endswith(job_id)
+    assert "finished" in run_segq("jobs", "logs", job_id, env=segq_env, check=True).stdout
+    assert job_id in run_segq("jobs", "list", env=segq_env, check=True).stdout
+
+
+def test_checkpoint_holds_the_resolved_spec(segq_env, finished_sweep):
+    from workers.checkpointing import load_checkpoint
+
+    job_id, _ = finished_sweep
+    rows = json.loads(run_segq("summary", job_id, "--format", "json", env=segq_env, check=True).stdout)
+    state = load_checkpoint(rows[0]["best_checkpoint"])
+    assert state["trial"]["name"] == rows[0]["trial"] and state["job_id"] == job_id
+    assert state["dataset"]["class_names"][0] == "background" and state["epoch"] >= 1

@@ -1,0 +1,53 @@
+"""Named augmentation presets, applied jointly to image and mask, and the normalisation after them.
+
+Train and eval are kept separate: evaluation only normalises. Geometric transforms fill
+the image with 0 and the mask with the ignore index, so padding is never scored.
+"""
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import torch
+
+PRESETS = ("none", "basic", "strong")
+
+
+def train_transform(preset: str, height: int, width: int, ignore_index: int) -> A.Compose | None:
+    if preset == "none":
+        return None
+    geometric = [
+        A.HorizontalFlip(p=0.5),
+        A.Affine(scale=(0.85, 1.15), translate_percent=(-0.08, 0.08), rotate=(-15, 15),
+                 fill=0, fill_mask=ignore_index, p=0.7),
+    ]
+    photometric = [A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.03, p=0.7)]
+    if preset == "basic":
+        return A.Compose(geometric + photometric)
+    if preset == "strong":
+        return A.Compose(geometric + [
+            # Elastic deformation as in the U-Net paper, plus grid distortion and scale crops.
+            A.ElasticTransform(alpha=30, sigma=6, fill=0, fill_mask=ignore_index, p=0.3),
+            A.GridDistortion(num_steps=5, distort_limit=0.2, fill=0, fill_mask=ignore_index, p=0.3),
+            A.RandomResizedCrop(size=(height, width), scale=(0.6, 1.0), p=0.5),
+        ] + photometric)
+    raise ValueError(f"unknown augmentation preset {preset!r}; valid: {', '.join(PRESETS)}")
+
+
+class Normalize:
+    """uint8 HWC -> float32 CHW, (x/255 - mean) / std with the dataset's train statistics."""
+
+    def __init__(self, mean: list[float], std: list[float]):
+        self.mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
+        self.std = np.asarray(std, np.float32).reshape(1, 1, 3)
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        scaled = (image.astype(np.float32) / 255.0 - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+
+
+def augment(transform: A.Compose | None, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Image and mask views from the shard go in untouched; new arrays come out only if changed."""
+    if transform is None:
+        return image, mask
+    out = transform(image=image, mask=mask)
+    return out["image"], out["mask"]

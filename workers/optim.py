@@ -1,0 +1,37 @@
+"""Optimizers and learning-rate schedules selected by name in the trial's TrainParams."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def build_optimizer(params, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=momentum > 0)
+    raise ValueError(f"unknown optimizer {name!r}; valid: adam, adamw, sgd")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs: int, warmup_epochs: int):
+    """Stepped once per epoch; `plateau` is stepped with the validation metric (mode max)."""
+    if name == "none":
+        return None
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+
+    def factor(epoch: int) -> float:
+        if epoch < warmup_epochs:
+            return (epoch + 1) / (warmup_epochs + 1)
+        progress = (epoch - warmup_epochs) / max(1, epochs - warmup_epochs)
+        if name == "poly":
+            return (1 - progress) ** 0.9
+        if name == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        raise ValueError(f"unknown scheduler {name!r}; valid: none, plateau, poly, cosine")
+
+    factor(0)  # reject an unknown name now, not at the end of the first epoch
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
