@@ -1,0 +1,23 @@
+"""What every CLI module shares: the consoles and the settings/endpoints of the invocation."""
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from cluster.connect import Endpoints, resolve
+from cluster.settings import Settings
+
+# Piped output is not cut to 80 columns: job ids and trial names must survive `| grep`.
+PIPE_WIDTH = 240
+console = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    return ctx.find_root().obj
+
+
+def endpoints_of(ctx: typer.Context, start_if_missing: bool = False) -> Endpoints:
+    return resolve(settings_of(ctx), start_if_missing=start_if_missing, announce=lambda m: err.print(m))

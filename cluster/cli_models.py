@@ -1,0 +1,85 @@
+"""Model commands: `segq models`, `segq predict`, `segq export`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from cluster.cli_context import console, err
+
+models_app = typer.Typer()
+
+
+@models_app.command()
+def models(num_classes: int = typer.Option(19, help="classes of the head, for the parameter counts")) -> None:
+    """List architectures x backbones with parameter counts and output strides."""
+    from rich.table import Table
+
+    from seg_models.base import count_parameters
+    from seg_models.registry import ARCHITECTURES, build_model
+
+    table = Table(title=f"segq models ({num_classes} classes; width 1.0, other options at their defaults)")
+    for column in ("architecture", "backbone", "parameters", "output stride", "description"):
+        table.add_column(column, justify="right" if column in ("parameters", "output stride") else "left")
+    for name, architecture in sorted(ARCHITECTURES.items()):
+        for index, backbone in enumerate(backbone_choices(architecture.options) or [None]):
+            model = build_model(name, num_classes, {"backbone": backbone} if backbone else {})
+            table.add_row(name if index == 0 else "", backbone or "-", f"{count_parameters(model):,}",
+                          str(model.output_stride), architecture.summary if index == 0 else "")
+    console.print(table)
+
+
+def backbone_choices(options_model) -> list[str]:
+    from typing import get_args
+
+    field = options_model.model_fields.get("backbone")
+    return list(get_args(field.annotation)) if field else []
+
+
+@models_app.command()
+def predict(
+    checkpoint: Path = typer.Argument(..., help="checkpoint.pt or the checkpoint folder (see `segq summary`)"),
+    inputs: List[Path] = typer.Argument(..., help="images or folders of images"),
+    out: Path = typer.Option(..., "--out", help="folder for NAME_mask.png and NAME_overlay.png"),
+    raw: bool = typer.Option(False, "--raw", help="also write NAME_classes.png (class index per pixel)"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+) -> None:
+    """Colourised masks and overlays for images, preprocessed exactly as in training."""
+    from rich.progress import Progress
+
+    from workers.inference import collect_images, load_trained_model, predict_classes, read_rgb, write_prediction
+
+    trained = load_trained_model(checkpoint)
+    paths = collect_images(inputs)
+    out.mkdir(parents=True, exist_ok=True)
+    with Progress(console=err, transient=True) as progress:
+        bar = progress.add_task("predicting", total=len(paths))
+        for start in range(0, len(paths), batch_size):
+            batch = paths[start:start + batch_size]
+            images = [read_rgb(path) for path in batch]
+            for path, image, classes in zip(batch, images, predict_classes(trained, images)):
+                write_prediction(out, path.stem, image, classes, trained.palette, raw)
+            progress.advance(bar, len(batch))
+    console.print(f"wrote {len(paths)} prediction(s) to {out}")
+
+
+@models_app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="checkpoint.pt or the checkpoint folder"),
+    format: str = typer.Option("torchscript", "--format", help="torchscript or onnx"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output file (default: next to the checkpoint)"),
+) -> None:
+    """Export a trained model for inference without segq (input: 1x3xHxW at the training size)."""
+    import torch
+
+    from seg_models.export import export_model
+    from workers.checkpointing import checkpoint_file
+    from workers.inference import load_trained_model
+
+    trained = load_trained_model(checkpoint)
+    suffix = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}.get(format, "")
+    target = out or checkpoint_file(checkpoint).with_name(f"model{suffix}")
+    example = torch.zeros(1, 3, trained.height, trained.width)
+    export_model(trained.model, example, target, format)
+    console.print(f"wrote {target} (input 1x3x{trained.height}x{trained.width}, {len(trained.class_names)} classes)")
