@@ -83,3 +83,83 @@ def test_checkpoint_holds_the_resolved_spec(segq_env, finished_sweep):
     state = load_checkpoint(rows[0]["best_checkpoint"])
     assert state["trial"]["name"] == rows[0]["trial"] and state["job_id"] == job_id
     assert state["dataset"]["class_names"][0] == "background" and state["epoch"] >= 1
+
+
+def best_checkpoint(env, job_id):
+    rows = json.loads(run_segq("summary", job_id, "--format", "json", env=env, check=True).stdout)
+    return max(rows, key=lambda row: row["val"]["miou"])["best_checkpoint"]
+
+
+def test_predict_writes_masks_and_overlays(segq_env, finished_sweep, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from jobs.sources.synthetic import PALETTE, render_sample
+    from workers.inference import load_trained_model, predict_classes
+
+    job_id, _ = finished_sweep
+    checkpoint = best_checkpoint(segq_env, job_id)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    images = [render_sample(99, i, 48, 40)[0] for i in range(3)]  # not the training size: resized back
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(inputs / f"scene{i}.png")
+    out = tmp_path / "out"
+    result = run_segq("predict", checkpoint, str(inputs), "--out", str(out), "--raw", env=segq_env, check=True)
+    assert "wrote 3 prediction(s)" in result.stdout
+    trained = load_trained_model(checkpoint)
+    expected = predict_classes(trained, images)
+    for i in range(3):
+        mask = np.asarray(Image.open(out / f"scene{i}_mask.png"))
+        classes = np.asarray(Image.open(out / f"scene{i}_classes.png"))
+        assert mask.shape == (48, 40, 3) and (out / f"scene{i}_overlay.png").exists()
+        assert np.array_equal(classes, expected[i])
+        assert np.array_equal(mask, np.asarray(PALETTE, np.uint8)[classes])
+
+
+@pytest.mark.parametrize("format", ["torchscript", "onnx"])
+def test_export_gives_the_same_logits(segq_env, finished_sweep, tmp_path, format):
+    import torch
+
+    from workers.inference import load_trained_model
+
+    job_id, _ = finished_sweep
+    checkpoint = best_checkpoint(segq_env, job_id)
+    target = tmp_path / f"model.{format}"
+    run_segq("export", checkpoint, "--format", format, "--out", str(target), env=segq_env, check=True)
+    trained = load_trained_model(checkpoint)
+    x = torch.randn(1, 3, trained.height, trained.width, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = trained.model(x)
+    if format == "torchscript":
+        exported = torch.jit.load(str(target))(x)
+        assert torch.allclose(exported, expected, atol=1e-6)
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+        exported = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+        assert torch.allclose(exported, expected, atol=1e-4)
+
+
+def test_all_six_architectures_in_one_sweep(segq_env, tiny_dataset, tmp_path):
+    spec = tmp_path / "zoo.yaml"
+    spec.write_text(f"""
+data: {tiny_dataset}
+archs: [unet, segnet, fcn, deeplabv3plus, pspnet, vgg_unet]
+models:
+  unet: {{base_width: 8, depth: 3}}
+  segnet: {{width: 0.125}}
+  fcn: {{backbone: resnet18, width: 0.25}}
+  deeplabv3plus: {{backbone: mobilenet_v2, width: 0.25}}
+  pspnet: {{backbone: resnet18, width: 0.25}}
+  vgg_unet: {{width: 0.125}}
+train: {{epochs: 1, batch_size: 4}}
+resources: {{workers_per_trial: 2}}
+""")
+    result = run_segq("submit", "sweep", str(spec), "--wait", env=segq_env, timeout=900)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip().splitlines()[-1]
+    rows = json.loads(run_segq("summary", job_id, "--format", "json", env=segq_env, check=True).stdout)
+    assert sorted(row["arch"] for row in rows) == sorted(["unet", "segnet", "fcn", "deeplabv3plus", "pspnet", "vgg_unet"])
+    assert all(row["status"] == "finished" and 0 <= row["val"]["miou"] <= 1 for row in rows)

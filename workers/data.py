@@ -25,7 +25,11 @@ class SplitDataset(Dataset):
         return self.normalize(image), torch.from_numpy(np.array(mask, dtype=np.int64))
 
 
-def make_loader(dataset: SplitDataset, rows: np.ndarray, batch_size: int) -> DataLoader:
-    """Rows are already this rank's, in this epoch's order (see shards.rank_indices)."""
+def make_loader(dataset: SplitDataset, rows: np.ndarray, batch_size: int, training: bool) -> DataLoader:
+    """Rows are already this rank's, in this epoch's order (see shards.rank_indices).
+
+    Training drops a last partial batch (when there is a full one): a batch of one breaks
+    BatchNorm in pooling branches, and the next epoch's shuffle covers those rows."""
+    drop_last = training and len(rows) > batch_size
     return DataLoader(dataset, batch_size=batch_size, sampler=rows.tolist(), num_workers=0,
-                      drop_last=False)
+                      drop_last=drop_last)

@@ -1,7 +1,6 @@
 """What every Ray Train worker of a trial runs: train, evaluate, publish, checkpoint, resume."""
 from __future__ import annotations
 
-import contextlib
 import resource
 import tempfile
 import time
@@ -101,7 +100,7 @@ def train_loop_per_worker(config: dict) -> None:
         started = time.perf_counter()
         model.train()
         loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses x images, images)
-        for images, masks in make_loader(datasets["train"], rows, train["batch_size"]):
+        for images, masks in make_loader(datasets["train"], rows, train["batch_size"], training=True):
             images = images.to(device, non_blocking=True).to(memory_format=memory_format)
             masks = masks.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -235,10 +234,9 @@ def evaluate(model: torch.nn.Module, dataset: SplitDataset, rank: int, world_siz
     model.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index, device=device)
     rows = rank_indices(len(dataset), rank, world_size, epoch=0, seed=0, shuffle=False, pad=False)
-    for images, masks in make_loader(dataset, rows, batch_size):
+    for images, masks in make_loader(dataset, rows, batch_size, training=False):
         images = images.to(device).to(memory_format=memory_format)
-        with contextlib.nullcontext():
-            logits = model(images)
+        logits = model(images)
         matrix.update(masks.to(device), logits.argmax(dim=1))
     matrix.all_reduce()
     return matrix.compute(class_names)
