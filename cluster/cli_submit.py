@@ -30,49 +30,96 @@ def as_value(values: list | None):
     return values[0] if len(values) == 1 else {"grid": values}
 
 
+def merge_flags(spec_file: Optional[Path], top: dict, train: dict, resources: dict) -> tuple[dict, str | None]:
+    """The spec file's fields, overridden by the flags that were given."""
+    from jobs.spec import load_yaml
+
+    data = load_yaml(spec_file) if spec_file else {}
+    sections = {"train": dict(data.get("train") or {}), "resources": dict(data.get("resources") or {})}
+    for target, values in ((data, top), (sections["train"], train), (sections["resources"], resources)):
+        target.update({key: value for key, value in values.items() if value is not None})
+    data.update(sections)
+    if "data" not in data:
+        raise SpecError("data: missing (pass --data DIR or set data: in the spec file)")
+    if "archs" not in data:
+        raise SpecError("archs: missing (pass --arch NAME[,NAME] or set archs: in the spec file)")
+    return data, str(spec_file) if spec_file else None
+
+
+SPEC_FILE = typer.Argument(None, help="YAML spec; flags override its fields")
+DATA = typer.Option(None, "--data", help="prepared dataset folder")
+ARCH = typer.Option(None, "--arch", help="architectures, comma-separated (one trial each)")
+LR = typer.Option(None, "--lr", help="learning rates, comma-separated (grid)")
+BATCH_SIZE = typer.Option(None, "--batch-size", help="batch sizes per worker, comma-separated (grid)")
+EPOCHS = typer.Option(None, "--epochs", help="epochs (per iteration for saliency jobs)")
+WORKERS = typer.Option(None, "--workers-per-trial", help="DDP workers per trial")
+CPUS = typer.Option(None, "--cpus-per-worker")
+GPUS = typer.Option(None, "--gpus-per-worker")
+NAME = typer.Option(None, "--name")
+WAIT = typer.Option(False, "--wait", help="follow the job until it ends; exit 1 if it failed")
+
+
 @submit_app.command("sweep")
 def submit_sweep(
     ctx: typer.Context,
-    spec_file: Optional[Path] = typer.Argument(None, help="YAML sweep spec; flags override its fields"),
-    data: Optional[str] = typer.Option(None, "--data", help="prepared dataset folder"),
-    arch: Optional[str] = typer.Option(None, "--arch", help="architectures, comma-separated"),
-    lr: Optional[str] = typer.Option(None, "--lr", help="learning rates, comma-separated (grid)"),
-    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="batch sizes per worker (grid)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
-    workers_per_trial: Optional[int] = typer.Option(None, "--workers-per-trial", help="DDP workers per trial"),
-    cpus_per_worker: Optional[float] = typer.Option(None, "--cpus-per-worker"),
-    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker"),
-    name: Optional[str] = typer.Option(None, "--name"),
-    wait: bool = typer.Option(False, "--wait", help="follow the job until it ends; exit 1 if it failed"),
+    spec_file: Optional[Path] = SPEC_FILE,
+    data: Optional[str] = DATA,
+    arch: Optional[str] = ARCH,
+    lr: Optional[str] = LR,
+    batch_size: Optional[str] = BATCH_SIZE,
+    epochs: Optional[int] = EPOCHS,
+    workers_per_trial: Optional[int] = WORKERS,
+    cpus_per_worker: Optional[float] = CPUS,
+    gpus_per_worker: Optional[float] = GPUS,
+    name: Optional[str] = NAME,
+    wait: bool = WAIT,
 ) -> None:
     """Submit an architecture x hyperparameter sweep. Prints the job id as the last line."""
-    from jobs.spec import SweepSpec, load_yaml, parse_spec
+    from jobs.spec import SweepSpec, parse_spec
 
-    data_dict = load_yaml(spec_file) if spec_file else {}
-    source = str(spec_file) if spec_file else None
-    train = dict(data_dict.get("train") or {})
-    resources = dict(data_dict.get("resources") or {})
-    overrides = {
-        "data": data, "archs": split_list(arch), "name": name,
-    }
-    for key, value in overrides.items():
-        if value is not None:
-            data_dict[key] = value
-    for key, value in {"lr": as_value(split_list(lr, float)), "batch_size": as_value(split_list(batch_size, int)),
-                       "epochs": epochs}.items():
-        if value is not None:
-            train[key] = value
-    for key, value in {"workers_per_trial": workers_per_trial, "cpus_per_worker": cpus_per_worker,
-                       "gpus_per_worker": gpus_per_worker}.items():
-        if value is not None:
-            resources[key] = value
-    data_dict["train"], data_dict["resources"] = train, resources
-    if "data" not in data_dict:
-        raise SpecError("data: missing (pass --data DIR or set data: in the spec file)")
-    if "archs" not in data_dict:
-        raise SpecError("archs: missing (pass --arch NAME[,NAME] or set archs: in the spec file)")
-    spec = parse_spec(SweepSpec, data_dict, source)
-    submit_and_follow(ctx, "sweep", spec, wait)
+    spec_data, source = merge_flags(
+        spec_file, {"data": data, "archs": split_list(arch), "name": name},
+        {"lr": as_value(split_list(lr, float)), "batch_size": as_value(split_list(batch_size, int)), "epochs": epochs},
+        {"workers_per_trial": workers_per_trial, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker},
+    )
+    submit_and_follow(ctx, "sweep", parse_spec(SweepSpec, spec_data, source), wait)
+
+
+@submit_app.command("saliency")
+def submit_saliency(
+    ctx: typer.Context,
+    spec_file: Optional[Path] = SPEC_FILE,
+    data: Optional[str] = DATA,
+    arch: Optional[str] = ARCH,
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="training rounds (default 7)"),
+    keep_percent: Optional[str] = typer.Option(None, "--keep-percent",
+                                               help="percent of kept pixels kept per round, comma-separated (grid)"),
+    relevance: Optional[str] = typer.Option(None, "--relevance", help="softmax_foreground or random (grid)"),
+    fill: Optional[str] = typer.Option(None, "--fill", help="what removed pixels become: zero, blur or mean"),
+    reinit: Optional[bool] = typer.Option(None, "--reinit/--carry-weights",
+                                          help="start each iteration from scratch (default: carry the weights on)"),
+    controls: Optional[bool] = typer.Option(None, "--controls", help="add a random-relevance run beside each configuration"),
+    lr: Optional[str] = LR,
+    batch_size: Optional[str] = BATCH_SIZE,
+    epochs: Optional[int] = EPOCHS,
+    workers_per_trial: Optional[int] = WORKERS,
+    cpus_per_worker: Optional[float] = CPUS,
+    gpus_per_worker: Optional[float] = GPUS,
+    name: Optional[str] = NAME,
+    wait: bool = WAIT,
+) -> None:
+    """Submit a saliency-iteration job: retrain on progressively reduced images. Prints the job id last."""
+    from jobs.spec import SaliencySpec, parse_spec
+
+    spec_data, source = merge_flags(
+        spec_file,
+        {"data": data, "archs": split_list(arch), "name": name, "iterations": iterations,
+         "keep_percent": as_value(split_list(keep_percent, float)), "relevance": as_value(split_list(relevance)),
+         "fill": fill, "reinit": reinit, "controls": controls},
+        {"lr": as_value(split_list(lr, float)), "batch_size": as_value(split_list(batch_size, int)), "epochs": epochs},
+        {"workers_per_trial": workers_per_trial, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker},
+    )
+    submit_and_follow(ctx, "saliency", parse_spec(SaliencySpec, spec_data, source), wait)
 
 
 def check_dataset(root: str) -> None:
@@ -141,13 +188,14 @@ def follow(client, job_id: str, endpoints: Endpoints):
 
 
 def expected_trial_names(record) -> list[str]:
-    from jobs.spec import SweepSpec
+    from jobs.spec import SPEC_KINDS
 
-    return [trial.name for trial in SweepSpec.model_validate(record.spec).trials()]
+    return [trial.name for trial in SPEC_KINDS[record.kind].model_validate(record.spec).trials()]
 
 
 def expected_epochs(record) -> int:
-    from jobs.spec import SweepSpec
+    """Epochs a trial trains in all (all iterations of a saliency trial)."""
+    from jobs.spec import SPEC_KINDS
 
-    trials = SweepSpec.model_validate(record.spec).trials()
-    return max(trial.train.epochs for trial in trials)
+    trials = SPEC_KINDS[record.kind].model_validate(record.spec).trials()
+    return max(trial.train.epochs * (trial.saliency.iterations if trial.saliency else 1) for trial in trials)

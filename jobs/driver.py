@@ -16,8 +16,8 @@ from cluster.exceptions import SegqError, SpecError
 from cluster.settings import Settings
 from jobs.aggregator import Aggregator
 from jobs.records import JobRecord, JobStatus, set_status
-from jobs.spec import SweepSpec
-from jobs.sweep import TRIAL_DRIVER_CPUS, run_sweep
+from jobs.spec import SPEC_KINDS
+from jobs.sweep import TRIAL_DRIVER_CPUS, run_trials
 
 log = logging.getLogger("segq.driver")
 
@@ -74,12 +74,12 @@ def run_job(job_id: str, settings: Settings) -> int:
 
 def run(record: JobRecord, settings: Settings) -> list[str]:
     storage = settings.resolved_storage()
-    if record.kind == "sweep":
-        spec = SweepSpec.model_validate(record.spec)
-        check_fits_cluster(spec.resources.workers_per_trial, spec.resources.cpus_per_worker,
-                           spec.resources.gpus_per_worker)
-        return run_sweep(record.id, spec, settings.redis_url, storage)
-    raise SpecError(f"job {record.id}: unknown kind {record.kind!r}")
+    if record.kind not in SPEC_KINDS:
+        raise SpecError(f"job {record.id}: unknown kind {record.kind!r}")
+    spec = SPEC_KINDS[record.kind].model_validate(record.spec)
+    check_fits_cluster(spec.resources.workers_per_trial, spec.resources.cpus_per_worker,
+                       spec.resources.gpus_per_worker)
+    return run_trials(record.id, spec, settings.redis_url, storage)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cluster.exceptions import SpecError
 from seg_models.registry import ARCHITECTURES, validate_options
 
-TRAIN_AXES_SHORT = {"lr": "lr", "batch_size": "bs", "weight_decay": "wd", "epochs": "ep"}
+AXIS_SHORT = {"batch_size": "bs", "weight_decay": "wd", "epochs": "ep"}
 
 
 class Strict(BaseModel):
@@ -51,6 +51,17 @@ class Resources(Strict):
     max_failures: int = Field(2, ge=0, description="worker failures a trial survives (resumes from checkpoint)")
 
 
+class SaliencyParams(Strict):
+    """How a saliency trial reduces its training images between iterations (SPEC section 5)."""
+
+    iterations: int = Field(7, ge=1, le=50)
+    keep_percent: float = Field(90.0, gt=0, lt=100)
+    relevance: Literal["softmax_foreground", "random"] = "softmax_foreground"
+    fill: Literal["zero", "blur", "mean"] = "zero"
+    background_classes: list[int] | None = Field(None, description="default: the manifest's background classes")
+    reinit: bool = False
+
+
 class TrialSpec(Strict):
     """One fully resolved trial."""
 
@@ -58,28 +69,37 @@ class TrialSpec(Strict):
     arch: str
     model: dict[str, Any]
     train: TrainParams
+    saliency: SaliencyParams | None = None
 
 
 def is_axis(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"grid"}
 
 
-def axis_values(name: str, value: dict) -> list:
+def axis_values(name: str, value: Any) -> list:
+    if not is_axis(value):
+        return [value]
     values = value["grid"]
     if not isinstance(values, list) or not values:
         raise SpecError(f"{name}: grid must be a non-empty list")
     return values
 
 
-class SweepSpec(Strict):
-    kind: Literal["sweep"] = "sweep"
+def split_axes(prefix: str, values: dict[str, Any]) -> tuple[dict[str, list], dict[str, Any]]:
+    axes = {k: axis_values(f"{prefix}.{k}", v) for k, v in values.items() if is_axis(v)}
+    fixed = {k: v for k, v in values.items() if not is_axis(v)}
+    return axes, fixed
+
+
+class JobSpec(Strict):
+    """What sweeps and saliency jobs share: data, architectures x options x hyperparameters, resources."""
+
     name: str = ""
     data: str
     archs: list[str] = Field(min_length=1)
     models: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-architecture options")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainParams; values may be {grid: [...]}")
     resources: Resources = Field(default_factory=Resources)
-    metric: Literal["val_miou", "val_mdice", "val_pixel_acc", "val_fwiou"] = "val_miou"
 
     @field_validator("archs")
     @classmethod
@@ -95,29 +115,74 @@ class SweepSpec(Strict):
         return data if "://" in data else str(Path(data).expanduser().resolve())
 
     @model_validator(mode="after")
-    def valid_trials(self) -> "SweepSpec":
+    def valid_trials(self) -> "JobSpec":
         self.trials()  # every combination must validate before anything is submitted
         return self
+
+    def extra_axes(self) -> dict[str, list]:
+        """Job-kind specific axes after the training ones (saliency: keep_percent, relevance)."""
+        return {}
+
+    def resolve_extra(self, combo: dict[str, Any]) -> dict[str, Any]:
+        return {}
 
     def trials(self) -> list[TrialSpec]:
         unknown = set(self.models) - set(self.archs)
         if unknown:
             raise SpecError(f"models.{sorted(unknown)[0]}: options given for an architecture not in archs")
-        train_axes = {k: axis_values(f"train.{k}", v) for k, v in self.train.items() if is_axis(v)}
-        train_fixed = {k: v for k, v in self.train.items() if not is_axis(v)}
+        train_axes, train_fixed = split_axes("train", self.train)
+        extra_axes = self.extra_axes()
         trials = []
         for arch in self.archs:
-            options = self.models.get(arch, {})
-            model_axes = {k: axis_values(f"models.{arch}.{k}", v) for k, v in options.items() if is_axis(v)}
-            model_fixed = {k: v for k, v in options.items() if not is_axis(v)}
+            model_axes, model_fixed = split_axes(f"models.{arch}", self.models.get(arch, {}))
             for model_combo in product(model_axes):
                 model = {**model_fixed, **model_combo}
                 validate_options(arch, model)
                 for train_combo in product(train_axes):
                     train = build_train_params({**train_fixed, **train_combo})
-                    name = trial_name(len(trials), arch, model_combo, train_combo)
-                    trials.append(TrialSpec(name=name, arch=arch, model=model, train=train))
+                    for extra_combo in product(extra_axes):
+                        varying = {**model_combo, **train_combo,
+                                   **{k: v for k, v in extra_combo.items() if len(extra_axes[k]) > 1}}
+                        name = trial_name(len(trials), arch, varying)
+                        trials.append(TrialSpec(name=name, arch=arch, model=model, train=train,
+                                                **self.resolve_extra(extra_combo)))
         return trials
+
+
+class SweepSpec(JobSpec):
+    kind: Literal["sweep"] = "sweep"
+    metric: Literal["val_miou", "val_mdice", "val_pixel_acc", "val_fwiou"] = "val_miou"
+
+
+class SaliencySpec(JobSpec):
+    """Iterative saliency-based reduction of the training images, one trial per configuration."""
+
+    kind: Literal["saliency"] = "saliency"
+    iterations: int = Field(7, ge=1, le=50)
+    keep_percent: Any = Field(90.0, description="percent of the still-kept pixels kept per iteration, or {grid: [...]}")
+    relevance: Any = Field("softmax_foreground", description="softmax_foreground | random, or {grid: [...]}")
+    fill: Literal["zero", "blur", "mean"] = "zero"
+    background_classes: list[int] | None = None
+    reinit: bool = False
+    controls: bool = Field(False, description="add a relevance: random trial beside each configuration")
+
+    def extra_axes(self) -> dict[str, list]:
+        relevance = axis_values("relevance", self.relevance)
+        if self.controls and "random" not in relevance:
+            relevance = relevance + ["random"]
+        return {"keep": axis_values("keep_percent", self.keep_percent), "relevance": relevance}
+
+    def resolve_extra(self, combo: dict[str, Any]) -> dict[str, Any]:
+        try:
+            params = SaliencyParams(iterations=self.iterations, keep_percent=combo["keep"],
+                                    relevance=combo["relevance"], fill=self.fill,
+                                    background_classes=self.background_classes, reinit=self.reinit)
+        except ValidationError as error:
+            raise SpecError(describe_validation_error(error)) from None
+        return {"saliency": params}
+
+
+SPEC_KINDS: dict[str, type[JobSpec]] = {"sweep": SweepSpec, "saliency": SaliencySpec}
 
 
 def product(axes: dict[str, list]) -> list[dict[str, Any]]:
@@ -132,10 +197,9 @@ def build_train_params(values: dict[str, Any]) -> TrainParams:
         raise SpecError(describe_validation_error(error, prefix="train")) from None
 
 
-def trial_name(index: int, arch: str, model_combo: dict, train_combo: dict) -> str:
-    parts = [f"{index:03d}", arch]
-    parts += [f"{k}={v}" for k, v in model_combo.items()]
-    parts += [f"{TRAIN_AXES_SHORT.get(k, k)}={v}" for k, v in train_combo.items()]
+def trial_name(index: int, arch: str, varying: dict) -> str:
+    """`003_unet_lr=0.003`: the index, the architecture and whatever varies across trials."""
+    parts = [f"{index:03d}", arch] + [f"{AXIS_SHORT.get(k, k)}={v}" for k, v in varying.items()]
     return "_".join(parts).replace("/", "-")
 
 

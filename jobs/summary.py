@@ -34,7 +34,7 @@ def trial_rows(client: redis.Redis, job_id: str) -> list[dict]:
     for trial in sorted(client.smembers(keys.trials(job_id))):
         facts = trial_facts(client, job_id, trial)
         metrics = trial_metrics(client, job_id, trial)
-        iterations = sorted({iteration for iteration, _, _ in metrics}) or [1]
+        iterations = sorted({iteration for iteration, epoch, _ in metrics if epoch > 0}) or [1]
         for iteration in iterations:
             rows.append(build_row(record, trial, facts, metrics, iteration))
     return rows
@@ -76,9 +76,11 @@ def build_row(record: JobRecord, trial: str, facts: dict, metrics: dict, iterati
         },
     }
     if record.kind == "saliency":
+        step = metrics.get((iteration, 0, "saliency")) or {}
         row["iteration"] = iteration
-        kept = metrics.get((iteration, 0, "saliency"))
-        row["kept_fraction"] = kept.get("kept_fraction") if kept else None
+        row["kept_fraction"] = step.get("kept_fraction")
+        row["best_checkpoint"] = step.get("checkpoint")  # the model this iteration ended with
+        row["samples"] = step.get("samples")
     if facts.get("error"):
         row["error"] = facts["error"]
     return row

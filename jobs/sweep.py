@@ -1,4 +1,5 @@
-"""The Tune driver of a sweep: one Tune trial per TrialSpec, each a Ray Train DDP run.
+"""The Tune driver of sweep and saliency jobs: one Tune trial per TrialSpec, each a Ray Train DDP run
+(a saliency trial runs all its iterations inside that one run).
 
 Ray 2.60 (Train V2): Tune does not take a TorchTrainer, so each Tune trial is a function that
 builds a TorchTrainer, calls fit(), and forwards the workers' reports to Tune with
@@ -9,14 +10,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from jobs.spec import Resources, SweepSpec, TrialSpec
+from jobs.spec import JobSpec, Resources, TrialSpec
 from workers.publisher import MetricsPublisher
 
 TRIAL_DRIVER_CPUS = 0.1  # the trial function only waits on its workers
 
 
 def trainer_for(trial: TrialSpec, context: dict, resources: Resources, callbacks: list):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from workers.train_loop import train_loop_per_worker
@@ -34,11 +35,20 @@ def trainer_for(trial: TrialSpec, context: dict, resources: Resources, callbacks
             name=f"{context['job_id']}-{trial.name}",
             storage_path=str(Path(context["storage"]) / "train"),
             failure_config=FailureConfig(max_failures=resources.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_miou",
-                                               checkpoint_score_order="max"),
+            checkpoint_config=checkpoint_config(trial),
             callbacks=callbacks,
         ),
     )
+
+
+def checkpoint_config(trial: TrialSpec):
+    """Sweeps keep their best epoch (by val mIoU) and the latest; saliency trials keep the latest
+    (each iteration's model is stored beside its keep-masks)."""
+    from ray.train import CheckpointConfig
+
+    if trial.saliency:
+        return CheckpointConfig(num_to_keep=2)
+    return CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_miou", checkpoint_score_order="max")
 
 
 def run_trial(config: dict) -> None:
@@ -49,8 +59,11 @@ def run_trial(config: dict) -> None:
     context = config["context"]
     resources = Resources.model_validate(config["resources"])
     publisher = MetricsPublisher(context["redis_url"], context["job_id"], trial.name)
-    facts = {"arch": trial.arch, "params": {"model": trial.model, "train": trial.train.model_dump()},
-             "workers": resources.workers_per_trial, "gpus_per_worker": resources.gpus_per_worker}
+    params = {"model": trial.model, "train": trial.train.model_dump()}
+    if trial.saliency:
+        params["saliency"] = trial.saliency.model_dump()
+    facts = {"arch": trial.arch, "params": params, "workers": resources.workers_per_trial,
+             "gpus_per_worker": resources.gpus_per_worker}
     publisher.trial_event("running", **facts)
     started = time.time()
     trainer = trainer_for(trial, context, resources, [TuneReportCallback()])
@@ -75,7 +88,7 @@ def best_checkpoint_path(result) -> str | None:
     return max(candidates, key=lambda pair: pair[0])[1].path
 
 
-def run_sweep(job_id: str, spec: SweepSpec, redis_url: str, storage: str) -> list[str]:
+def run_trials(job_id: str, spec: JobSpec, redis_url: str, storage: str) -> list[str]:
     """Run every trial under Tune; return the names of trials that failed."""
     from ray import tune
 

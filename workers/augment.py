@@ -45,9 +45,14 @@ class Normalize:
         return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
 
 
-def augment(transform: A.Compose | None, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Image and mask views from the shard go in untouched; new arrays come out only if changed."""
+def augment(transform: A.Compose | None, image: np.ndarray, mask: np.ndarray,
+            keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Image and mask views from the shard go in untouched; new arrays come out only if changed.
+    A saliency keep-mask goes through the same geometry as the mask, so it stays aligned."""
     if transform is None:
-        return image, mask
-    out = transform(image=image, mask=mask)
-    return out["image"], out["mask"]
+        return image, mask, keep
+    if keep is None:
+        out = transform(image=image, mask=mask)
+        return out["image"], out["mask"], None
+    out = transform(image=image, mask=np.dstack([mask, keep]))
+    return out["image"], out["mask"][..., 0], out["mask"][..., 1]

@@ -6,21 +6,32 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from workers.augment import Normalize, augment
+from workers.saliency import KeepMasks, apply_fill
 from workers.shards import ShardedSplit
 
 
 class SplitDataset(Dataset):
-    def __init__(self, split: ShardedSplit, transform, normalize: Normalize):
+    """Rows of a split as (normalised image, int64 mask). With saliency keep-masks (training
+    only), removed pixels are filled after augmentation; labels are never masked."""
+
+    def __init__(self, split: ShardedSplit, transform, normalize: Normalize,
+                 keep_masks: KeepMasks | None = None, fill: str = "zero"):
         self.split = split
         self.transform = transform
         self.normalize = normalize
+        self.keep_masks = keep_masks
+        self.fill = fill
+        self.mean_rgb = np.round(np.asarray(split.manifest["mean"]) * 255).astype(np.uint8)
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, row: int) -> tuple[torch.Tensor, torch.Tensor]:
         _, image, mask = self.split.row(int(row))
-        image, mask = augment(self.transform, image, mask)
+        keep = self.keep_masks.get(int(row)) if self.keep_masks is not None else None
+        image, mask, keep = augment(self.transform, image, mask, keep)
+        if keep is not None:
+            image = apply_fill(image, keep, self.fill, self.mean_rgb)
         # The mask view is read-only; torch wants a writable buffer, so this is the one copy.
         return self.normalize(image), torch.from_numpy(np.array(mask, dtype=np.int64))
 

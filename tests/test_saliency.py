@@ -1,0 +1,131 @@
+"""Saliency masks against a plain per-image reference, and their storage and application."""
+import numpy as np
+import pytest
+import torch
+
+from jobs.prepare import prepare
+from jobs.sources.synthetic import load_synthetic, synthetic_dataset
+from workers.augment import Normalize, train_transform
+from workers.data import SplitDataset
+from workers.saliency import (KeepMasks, apply_fill, foreground_relevance, random_relevance, select_keep,
+                              write_rank_masks)
+from workers.shards import ShardedSplit
+
+
+def reference_keep(relevance: np.ndarray, kept: np.ndarray, keep_percent: float) -> np.ndarray:
+    """Slow and obvious: per image, sort the kept pixels by relevance (ties: lower index first),
+    keep the top round(n * p)."""
+    out = np.zeros_like(kept)
+    for i in range(len(relevance)):
+        candidates = np.flatnonzero(kept[i])
+        k = int(round(len(candidates) * keep_percent / 100.0))
+        order = sorted(candidates, key=lambda j: (-relevance[i, j], j))
+        out[i, order[:k]] = True
+    return out
+
+
+@pytest.mark.parametrize("keep_percent", [90.0, 80.0, 50.0, 33.3, 1.0])
+@pytest.mark.parametrize("case", ["random", "ties", "few_kept"])
+def test_select_keep_matches_the_reference(keep_percent, case):
+    generator = np.random.default_rng(7)
+    images, pixels = 6, 97
+    relevance = generator.random((images, pixels)).astype(np.float32)
+    kept = generator.random((images, pixels)) < 0.8
+    if case == "ties":
+        relevance = np.round(relevance * 4) / 4  # only five distinct values: many ties at the threshold
+    if case == "few_kept":
+        kept[:] = False
+        for i in range(images):
+            kept[i, generator.choice(pixels, size=i, replace=False)] = True  # 0..5 pixels kept
+    expected = reference_keep(relevance, kept, keep_percent)
+    got = select_keep(torch.from_numpy(relevance), torch.from_numpy(kept), keep_percent).numpy()
+    assert np.array_equal(got, expected)
+    assert not (got & ~kept).any()  # cumulative: never brings a removed pixel back
+
+
+def test_kept_fraction_compounds_exactly():
+    generator = torch.Generator().manual_seed(0)
+    kept = torch.ones(4, 64 * 64, dtype=torch.bool)
+    for iteration in range(1, 4):
+        kept = select_keep(torch.rand(kept.shape, generator=generator), kept, 80.0)
+        assert abs(kept.float().mean().item() - 0.8**iteration) < 1 / (64 * 64)
+
+
+def test_foreground_relevance_sums_non_background_probabilities():
+    logits = torch.tensor([[[[0.0]], [[1.0]], [[2.0]]]])  # 1 image, 3 classes, 1 pixel
+    probabilities = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), dim=0)
+    assert foreground_relevance(logits, [0]).item() == pytest.approx(float(probabilities[1] + probabilities[2]))
+    assert foreground_relevance(logits, [0, 2]).item() == pytest.approx(float(probabilities[1]))
+
+
+def test_random_relevance_is_per_row_reproducible():
+    a = random_relevance([3, 5], 16, seed=1, iteration=2, device=torch.device("cpu"))
+    b = random_relevance([5], 16, seed=1, iteration=2, device=torch.device("cpu"))
+    assert torch.equal(a[1], b[0]) and not torch.equal(a[0], a[1])
+
+
+@pytest.fixture
+def dataset_dir(tmp_path):
+    out = tmp_path / "data"
+    prepare(synthetic_dataset(20, 1, (0.6, 0.2, 0.2)), load_synthetic, out, (16, 24), 8, "none", False,
+            lambda tasks: [task() for task in tasks])
+    return out
+
+
+def test_keep_masks_round_trip_bit_packed(tmp_path):
+    generator = np.random.default_rng(0)
+    keeps = generator.random((5, 16, 24)) < 0.5
+    write_rank_masks(tmp_path, 0, np.array([0, 2, 4]), keeps[[0, 2, 4]])
+    write_rank_masks(tmp_path, 1, np.array([1, 3]), keeps[[1, 3]])
+    masks = KeepMasks(tmp_path, 16, 24)
+    assert len(masks) == 5
+    for row in range(5):
+        assert np.array_equal(masks.get(row), keeps[row])
+    assert masks.kept_fraction() == pytest.approx(keeps.mean())
+
+
+@pytest.mark.parametrize("fill", ["zero", "mean", "blur"])
+def test_training_images_are_filled_where_removed_and_labels_untouched(dataset_dir, tmp_path, fill):
+    split = ShardedSplit(dataset_dir, "train")
+    keeps = np.ones((len(split), 16, 24), bool)
+    keeps[:, :, :12] = False  # remove the left half of every image
+    write_rank_masks(tmp_path, 0, np.arange(len(split)), keeps)
+    manifest = split.manifest
+    normalize = Normalize(manifest["mean"], manifest["std"])
+    dataset = SplitDataset(split, None, normalize, KeepMasks(tmp_path, 16, 24), fill=fill)
+    plain = SplitDataset(split, None, normalize)
+    image, mask = dataset[0]
+    plain_image, plain_mask = plain[0]
+    assert torch.equal(mask, plain_mask)  # labels are never masked
+    assert torch.equal(image[:, :, 12:], plain_image[:, :, 12:])
+    _, raw, _ = split.row(0)
+    expected_left = apply_fill(raw, keeps[0], fill, dataset.mean_rgb)[:, :12]
+    assert torch.allclose(image[:, :, :12], normalize(np.ascontiguousarray(expected_left)))
+    if fill == "zero":
+        assert np.all(expected_left == 0)
+
+
+def test_augmentation_moves_the_keep_mask_with_the_image():
+    """The keep-mask goes through the same geometry as image and labels: with an image that
+    draws the keep-mask, kept pixels and bright pixels still coincide after augmentation."""
+    import albumentations as A
+
+    from workers.augment import augment
+
+    generator = np.random.default_rng(3)
+    blocks = (generator.random((4, 6)) < 0.5).astype(np.uint8)
+    keep = np.kron(blocks, np.ones((8, 8), np.uint8))  # 8x8 blocks: interpolation only touches edges
+    keep[:, :8] = 0  # asymmetric, so a flip shows
+    image = np.repeat((keep * 255)[..., None], 3, axis=2).astype(np.uint8)
+    mask = keep.copy()
+    flipped_image, flipped_mask, flipped_keep = augment(A.Compose([A.HorizontalFlip(p=1.0)]), image, mask, keep)
+    assert np.array_equal(flipped_keep, keep[:, ::-1]) and np.array_equal(flipped_mask, mask[:, ::-1])
+    assert np.array_equal(flipped_image[..., 0] > 0, flipped_keep > 0)
+
+    transform = train_transform("strong", 32, 48, 255)
+    for seed in range(5):
+        np.random.seed(seed)
+        out_image, out_mask, out_keep = augment(transform, image, mask, keep)
+        inside = out_mask != 255  # not padding
+        agree = ((out_image[..., 0] > 127) == (out_keep == 1))[inside].mean()
+        assert agree > 0.9  # interpolation blurs edges of the image only

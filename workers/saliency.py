@@ -1,0 +1,142 @@
+"""The saliency step: relevance of each training pixel, cumulative keep-masks, and their storage.
+
+Keep-masks live next to the shards, never inside them:
+
+    DATA/keep_masks/{job}/{trial}/iteration-{i:02d}/
+        checkpoint.pt          the model trained in iteration i (a segq checkpoint: predict/export take it)
+        samples.png            training images as iteration i saw them
+        keep-rank-{r:03d}.arrow the keep-masks derived from it (row int64, keep = packed bits, H*W)
+        meta.json              iteration, kept fractions, the saliency parameters, the trial spec
+
+The masks of iteration i are what iteration i+1 trains on. A mask is cumulative: a pixel removed
+once stays removed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from PIL import Image, ImageFilter
+
+KEEP_MASK_DIR = "keep_masks"
+
+
+def foreground_relevance(logits: torch.Tensor, background_classes: list[int]) -> torch.Tensor:
+    """(B, C, H, W) logits -> (B, H, W): summed softmax probability of the non-background classes."""
+    probabilities = logits.float().softmax(dim=1)
+    foreground = [c for c in range(logits.shape[1]) if c not in set(background_classes)]
+    return probabilities[:, foreground].sum(dim=1)
+
+
+def random_relevance(rows: list[int], pixels: int, seed: int, iteration: int, device: torch.device) -> torch.Tensor:
+    """The control: uniform noise per image, reproducible per (seed, iteration, row) whatever the
+    batch or the number of ranks."""
+    noise = [torch.rand(pixels, generator=torch.Generator().manual_seed(int(np.random.SeedSequence(
+        [seed, iteration, row]).generate_state(1)[0]))) for row in rows]
+    return torch.stack(noise).to(device)
+
+
+def select_keep(relevance: torch.Tensor, kept: torch.Tensor, keep_percent: float) -> torch.Tensor:
+    """Per image, keep the `keep_percent` most relevant of the pixels still kept.
+
+    relevance: (B, N) float, kept: (B, N) bool. Exactly round(kept_i * p) pixels stay in image i:
+    the threshold is the k-th largest relevance among kept pixels, found batched on the device,
+    and ties at the threshold are broken by pixel order.
+    """
+    batch, pixels = relevance.shape
+    counts = kept.sum(dim=1)
+    k = torch.round(counts.double() * keep_percent / 100.0).long()
+    scores = torch.where(kept, relevance.float(), torch.full_like(relevance, float("-inf"), dtype=torch.float))
+    ordered = scores.sort(dim=1, descending=True).values
+    threshold = ordered.gather(1, (k - 1).clamp(min=0).unsqueeze(1))
+    above = (scores > threshold) & kept
+    ties = (scores == threshold) & kept
+    needed = (k - above.sum(dim=1)).unsqueeze(1)
+    tie_rank = ties.long().cumsum(dim=1)
+    selected = above | (ties & (tie_rank <= needed))
+    return selected & (k > 0).unsqueeze(1)
+
+
+def iteration_dir(data_root: str | Path, job_id: str, trial: str, iteration: int) -> Path:
+    return Path(data_root) / KEEP_MASK_DIR / job_id / trial / f"iteration-{iteration:02d}"
+
+
+def write_rank_masks(directory: Path, rank: int, rows: np.ndarray, keeps: np.ndarray) -> None:
+    """keeps: (rows, H, W) bool, written bit-packed under a temporary name, then renamed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    packed = np.packbits(keeps.reshape(len(keeps), -1), axis=1)
+    table = pa.table({
+        "row": pa.array(rows.astype(np.int64)),
+        "keep": pa.array([bits.tobytes() for bits in packed], pa.binary()),
+    })
+    target = directory / f"keep-rank-{rank:03d}.arrow"
+    descriptor, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    os.close(descriptor)
+    with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+
+
+class KeepMasks:
+    """All keep-masks of one iteration, by training row; unpacked on demand."""
+
+    def __init__(self, directory: Path, height: int, width: int):
+        self.height, self.width = height, width
+        self.packed: dict[int, bytes] = {}
+        files = sorted(directory.glob("keep-rank-*.arrow"))
+        if not files:
+            raise FileNotFoundError(f"{directory}: no keep-masks")
+        for file in files:
+            table = pa.ipc.open_file(pa.memory_map(str(file))).read_all()
+            for row, keep in zip(table.column("row").to_pylist(), table.column("keep").to_pylist()):
+                self.packed[row] = keep
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def get(self, row: int) -> np.ndarray:
+        bits = np.frombuffer(self.packed[row], np.uint8)
+        return np.unpackbits(bits, count=self.height * self.width).reshape(self.height, self.width)
+
+    def kept_fraction(self) -> float:
+        total = sum(int(np.unpackbits(np.frombuffer(bits, np.uint8), count=self.height * self.width).sum())
+                    for bits in self.packed.values())
+        return total / (len(self.packed) * self.height * self.width)
+
+
+def apply_fill(image: np.ndarray, keep: np.ndarray, fill: str, mean_rgb: np.ndarray) -> np.ndarray:
+    """What removed pixels become: zero (the notebook's), the dataset mean colour, or a blur of the image."""
+    removed = keep == 0
+    if not removed.any():
+        return image
+    out = np.array(image, copy=True)
+    if fill == "zero":
+        out[removed] = 0
+    elif fill == "mean":
+        out[removed] = mean_rgb
+    elif fill == "blur":
+        radius = max(2.0, min(image.shape[:2]) / 16)
+        blurred = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius)))
+        out[removed] = blurred[removed]
+    else:
+        raise ValueError(f"unknown fill {fill!r}; valid: zero, blur, mean")
+    return out
+
+
+def write_meta(directory: Path, meta: dict) -> None:
+    descriptor, tmp = tempfile.mkstemp(prefix=".meta.", suffix=".tmp", dir=directory)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(meta, handle, indent=2)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, directory / "meta.json")
+
+
+def read_meta(directory: Path) -> dict | None:
+    path = directory / "meta.json"
+    return json.loads(path.read_text()) if path.exists() else None

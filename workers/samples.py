@@ -1,0 +1,40 @@
+"""Picture grids of training samples as the model sees them (saliency-masked where it applies)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from workers.saliency import KeepMasks, apply_fill  # noqa: E402
+
+SAMPLES = 8
+
+
+def colour_mask(mask: np.ndarray, palette: list[list[int]]) -> np.ndarray:
+    lookup = np.full((256, 3), 255, np.uint8)  # ignore index and unknown ids: white
+    lookup[: len(palette)] = np.asarray(palette, np.uint8)
+    return lookup[mask]
+
+
+def write_sample_grid(dataset, path: Path, keep_masks: KeepMasks | None, title: str, count: int = SAMPLES) -> Path:
+    """First `count` training rows: image as trained (removed pixels filled) over its coloured mask."""
+    split = dataset.split
+    count = min(count, len(split))
+    figure, axes = plt.subplots(2, count, figsize=(1.6 * count, 3.4), squeeze=False)
+    for column in range(count):
+        _, image, mask = split.row(column)
+        if keep_masks is not None:
+            image = apply_fill(image, keep_masks.get(column), dataset.fill, dataset.mean_rgb)
+        axes[0][column].imshow(image)
+        axes[1][column].imshow(colour_mask(mask, split.manifest["palette"]))
+        for row in (0, 1):
+            axes[row][column].axis("off")
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
