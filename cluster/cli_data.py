@@ -37,14 +37,17 @@ def data_prepare(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing dataset in OUT"),
     skip_bad: bool = typer.Option(False, "--skip-bad",
                                   help="leave out bad samples (listed in the manifest) instead of failing"),
-    count: Optional[int] = typer.Option(None, "--count", help="synthetic: number of scenes [200]"),
-    split: Optional[str] = typer.Option(None, "--split", help=f"synthetic, folder: train,val,test fractions [{DEFAULT_SPLIT}]"),
-    label_mode: Optional[str] = typer.Option(None, "--label-mode",
-                                             help="cityscapes: train_ids (19 classes, rest 255) or label_ids (34) [train_ids]"),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction",
-                                                 help="pets: share of trainval held out as val [0.1]"),
-    border: Optional[str] = typer.Option(None, "--border", help="pets: the trimap border as a 'class' or 'ignore' (255) [class]"),
-    classes: Optional[str] = typer.Option(None, "--classes", help="folder: class names a,b,c (instead of classes.txt)"),
+    count: Optional[int] = typer.Option(None, "--count", help="synthetic: number of scenes (default 200)"),
+    split: Optional[str] = typer.Option(
+        None, "--split", help=f"synthetic, folder: train,val,test fractions (default {DEFAULT_SPLIT})"),
+    label_mode: Optional[str] = typer.Option(
+        None, "--label-mode", help="cityscapes: train_ids (19 classes, the rest 255) or label_ids (34) (default train_ids)"),
+    val_fraction: Optional[float] = typer.Option(
+        None, "--val-fraction", help="pets: share of trainval held out as val (default 0.1)"),
+    border: Optional[str] = typer.Option(
+        None, "--border", help="pets: the trimap border as a 'class' or 'ignore' (255) (default class)"),
+    classes: Optional[str] = typer.Option(
+        None, "--classes", help="folder: class names a,b,c, id 0 first (instead of ROOT/classes.txt)"),
 ) -> None:
     """Prepare a dataset as Arrow shards, one Ray task per shard."""
     from rich.progress import Progress
@@ -58,7 +61,8 @@ def data_prepare(
     dataset, loader = open_source(source, root, seed, skip_bad, given)
     endpoints = endpoints_of(ctx, start_if_missing=True)
     init_ray(endpoints.gcs_address)
-    with Progress(console=err, transient=True) as progress:
+    # Piped stderr gets no bar: it would leave a blank line before a one-line error.
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         bar = progress.add_task("writing shards", total=None)
 
         def run_tasks(tasks):
@@ -98,7 +102,8 @@ def open_source(source: str, root: Optional[Path], seed: int, skip_bad: bool, gi
         return folder_dataset(root, names, fractions, seed, skip_bad), load_folder
     from jobs.sources.synthetic import load_synthetic, synthetic_dataset
 
-    return synthetic_dataset(given["--count"] or 200, seed, fractions), load_synthetic
+    count = 200 if given["--count"] is None else given["--count"]
+    return synthetic_dataset(count, seed, fractions), load_synthetic
 
 
 def report_prepared(manifest: dict, out: Path) -> None:
@@ -135,7 +140,7 @@ def parse_classes(text: str) -> list[str]:
 @data_app.command("inspect")
 def data_inspect(
     directory: Path = typer.Argument(..., help="a prepared dataset (the folder with manifest.json)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="where to write the sample grid [DIR/inspect/samples.png]"),
+    out: Optional[Path] = typer.Option(None, "--out", help="where to write the sample grid (default DIR/inspect/samples.png)"),
     samples: int = typer.Option(8, "--samples", help="rows of the sample grid"),
 ) -> None:
     """Verify every shard (sha256), show splits and the class pixel histogram, draw a sample grid."""

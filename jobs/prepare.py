@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -23,12 +24,19 @@ from workers.shards import (
 )
 
 IGNORE_INDEX = 255
+# Ends the message of every per-sample problem; dropped where the problem is recorded as skipped.
+SKIP_HINT = "or pass --skip-bad to leave the sample out"
 
 
 @dataclass(frozen=True)
 class Sample:
     key: str
     ref: Any  # what the source needs to load it (an index, a pair of paths, ...)
+    label_file: str | None = None  # named in label errors instead of the key, when there is a file
+
+
+class SampleConverted(UserWarning):
+    """A loader changed a sample in a way the manifest records (a grayscale image made RGB, ...)."""
 
 
 @dataclass
@@ -44,6 +52,7 @@ class Dataset:
     ignore_index: int = IGNORE_INDEX
     background_classes: list[int] = field(default_factory=lambda: [0])
     label_mode: str | None = None
+    skipped: list[dict] = field(default_factory=list)  # left out while listing (--skip-bad)
 
 
 class SampleLoader(Protocol):
@@ -75,26 +84,64 @@ def seeded_split(count: int, fractions: tuple[float, float, float], seed: int) -
 
 def build_shard(out: str, split: str, index: int, samples: list[Sample], loader: SampleLoader,
                 height: int, width: int, num_classes: int, ignore_index: int, labeled: bool,
-                compression: str) -> dict:
-    """Load, check and write one shard; runs as a Ray task."""
+                compression: str, skip_bad: bool = False) -> dict:
+    """Load, check and write one shard; runs as a Ray task. With `skip_bad`, a sample that raises
+    DataError is left out and returned under `skipped`; a shard left with no rows is not written."""
+    keys, images, masks, skipped, converted = load_rows(samples, loader, height, width, num_classes,
+                                                        ignore_index, labeled, skip_bad)
+    entry: dict = {"file": None, "rows": 0, "stats": None}
+    if keys:
+        entry = write_shard(Path(out) / shard_name(split, index), keys, images, masks, compression)
+        entry["stats"] = shard_stats(images, masks, num_classes)
+    return entry | {"skipped": skipped, "converted": converted}
+
+
+def load_rows(samples: list[Sample], loader: SampleLoader, height: int, width: int, num_classes: int,
+              ignore_index: int, labeled: bool, skip_bad: bool):
+    """(keys, images, masks or None, skipped, converted) of the samples that load and check."""
     images = np.empty((len(samples), height, width, 3), np.uint8)
     masks = np.empty((len(samples), height, width), np.uint8) if labeled else None
-    for row, sample in enumerate(samples):
-        image, mask = loader(sample.ref, height, width)
-        images[row] = image
+    keys, skipped, converted = [], [], []
+    for sample in samples:
+        try:
+            image, mask, changes = load_sample(sample, loader, height, width, num_classes, ignore_index, labeled)
+        except DataError as error:
+            if not skip_bad:
+                raise
+            skipped.append({"key": sample.key, "problem": str(error).removesuffix(f", {SKIP_HINT}")})
+            continue
+        images[len(keys)] = image
         if masks is not None:
-            check_labels(mask, num_classes, ignore_index, sample.key)
-            masks[row] = mask
-    entry = write_shard(Path(out) / shard_name(split, index), [s.key for s in samples], images, masks,
-                        compression)
+            masks[len(keys)] = mask
+        converted += [{"key": sample.key, "change": change} for change in changes]
+        keys.append(sample.key)
+    return keys, images[:len(keys)], masks[:len(keys)] if masks is not None else None, skipped, converted
+
+
+def shard_stats(images: np.ndarray, masks: np.ndarray | None, num_classes: int) -> dict:
     pixels = images.reshape(-1, 3).astype(np.float64) / 255.0
-    entry["stats"] = {
+    return {
         "channel_sum": pixels.sum(axis=0).tolist(),
         "channel_sq_sum": (pixels**2).sum(axis=0).tolist(),
         "pixels": int(pixels.shape[0]),
         "class_pixels": class_pixels(masks, num_classes) if masks is not None else None,
     }
-    return entry
+
+
+def load_sample(sample: Sample, loader: SampleLoader, height: int, width: int, num_classes: int,
+                ignore_index: int, labeled: bool) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """The sample's image and mask, checked, and what the loader converted on the way."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SampleConverted)
+        image, mask = loader(sample.ref, height, width)
+    changes = [str(w.message) for w in caught if issubclass(w.category, SampleConverted)]
+    for other in (w for w in caught if not issubclass(w.category, SampleConverted)):
+        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    if labeled:
+        if mask is None:
+            raise DataError(f"{sample.label_file or sample.key}: no mask for a labeled split")
+        check_labels(mask, num_classes, ignore_index, sample.label_file or sample.key)
+    return image, mask, changes
 
 
 def check_labels(mask: np.ndarray, num_classes: int, ignore_index: int, key: str) -> None:
@@ -103,7 +150,7 @@ def check_labels(mask: np.ndarray, num_classes: int, ignore_index: int, key: str
     if bad.size:
         raise DataError(
             f"{key}: mask value {int(bad[0])} is outside the {num_classes} classes and is not the "
-            f"ignore index {ignore_index}"
+            f"ignore index {ignore_index}; fix the mask or the class list, {SKIP_HINT}"
         )
 
 
@@ -134,9 +181,10 @@ def existing_dataset(out: Path, dataset: Dataset, size: tuple[int, int]) -> bool
 
 def prepare(dataset: Dataset, loader: SampleLoader, out: Path, size: tuple[int, int],
             shard_size: int, compression: str, overwrite: bool,
-            run_tasks: Callable[[list[Callable[[], dict]]], list[dict]]) -> dict:
+            run_tasks: Callable[[list[Callable[[], dict]]], list[dict]], skip_bad: bool = False) -> dict:
     """Write every shard (through `run_tasks`, which runs the callables as Ray tasks) and then
-    the manifest. On any failure, nothing of this run is left in OUT."""
+    the manifest. On any failure, nothing of this run is left in OUT. With `skip_bad`, samples
+    that fail to load or check are left out and listed in the manifest's `skipped`."""
     if compression not in COMPRESSIONS:
         raise DataError(f"--compression {compression!r}: expected one of {', '.join(COMPRESSIONS)}")
     if shard_size < 1:
@@ -154,12 +202,15 @@ def prepare(dataset: Dataset, loader: SampleLoader, out: Path, size: tuple[int, 
     tasks = [
         (lambda split=split, index=index, samples=samples: build_shard(
             str(out), split, index, samples, loader, height, width, len(dataset.class_names),
-            dataset.ignore_index, dataset.labeled[split], compression))
+            dataset.ignore_index, dataset.labeled[split], compression, skip_bad))
         for split, index, samples in plan
     ]
     try:
         entries = run_tasks(tasks)
         manifest = build_manifest(dataset, plan, entries, size, compression)
+        if not any(info["rows"] for info in manifest["splits"].values()):
+            first = manifest["skipped"]["samples"][0]["problem"]
+            raise DataError(f"{dataset.source}: every sample was bad and skipped; fix the data (first: {first})")
         write_manifest(out, manifest)
     except BaseException:
         for split, index, _ in plan:
@@ -187,10 +238,16 @@ def build_manifest(dataset: Dataset, plan, entries: list[dict], size: tuple[int,
     channel_sum = np.zeros(3)
     channel_sq = np.zeros(3)
     pixels = 0
+    skipped = list(dataset.skipped)
+    converted = []
     for (split, _, _), entry in zip(plan, entries):
         stats = entry.pop("stats")
+        skipped += entry.pop("skipped", [])
+        converted += entry.pop("converted", [])
         info = splits.setdefault(split, {"rows": 0, "has_masks": dataset.labeled[split], "shards": [],
                                          "class_pixels": [0] * num_classes if dataset.labeled[split] else None})
+        if entry["file"] is None:  # every sample of this shard was skipped
+            continue
         info["rows"] += entry["rows"]
         info["shards"].append(entry)
         if stats["class_pixels"] is not None:
@@ -218,6 +275,8 @@ def build_manifest(dataset: Dataset, plan, entries: list[dict], size: tuple[int,
         "mean": mean.round(6).tolist(),
         "std": std.round(6).tolist(),
         "splits": splits,
+        "skipped": {"count": len(skipped), "samples": skipped},
+        "converted": {"count": len(converted), "samples": converted},
     }
 
 
