@@ -6,16 +6,22 @@ PIP := $(VENV)/bin/pip
 SEGQ := $(VENV)/bin/segq
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean-demo
+.PHONY: setup system-packages demo test clean-demo
 
-setup: $(STAMP)
+# Everything a fresh machine needs: system packages, the venv, segq itself. Idempotent.
+setup: system-packages $(STAMP)
 
-# Everything a fresh machine needs: system packages (as root, from apt), the venv, segq itself.
-$(STAMP): pyproject.toml
-	@if ! command -v redis-server >/dev/null 2>&1; then \
-		echo "installing redis-server"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+# As root, from apt: redis-server for the embedded default, chromium for the report tests.
+system-packages:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+$(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==2.13.0"

@@ -9,11 +9,14 @@ import typer
 
 from cluster import local
 from cluster.cli_context import console, endpoints_of, err, settings_of
+from cluster.cli_aggregator import aggregator_app
 from cluster.cli_data import data_app
+from cluster.cli_eval import eval_app
 from cluster.cli_jobs import jobs_app, print_jobs
 from cluster.cli_models import models_app
-from cluster.cli_results import results_app
 from cluster.cli_submit import submit_app
+from cluster.cli_summary import summary_app
+from cluster.cli_watch import watch_app
 from cluster.connect import connect_redis
 from cluster.exceptions import SegqError
 from cluster.settings import Settings
@@ -24,7 +27,10 @@ app.add_typer(data_app, name="data")
 app.add_typer(submit_app, name="submit")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app)
-app.add_typer(results_app)
+app.add_typer(summary_app)
+app.add_typer(aggregator_app)
+app.add_typer(watch_app)
+app.add_typer(eval_app)
 
 
 @app.callback()

@@ -6,7 +6,9 @@ import sys
 import typer
 from rich.console import Console
 
+from cluster import local
 from cluster.connect import Endpoints, resolve
+from cluster.exceptions import ClusterError
 from cluster.settings import Settings
 
 # Piped output is not cut to 80 columns: job ids and trial names must survive `| grep`.
@@ -21,3 +23,15 @@ def settings_of(ctx: typer.Context) -> Settings:
 
 def endpoints_of(ctx: typer.Context, start_if_missing: bool = False) -> Endpoints:
     return resolve(settings_of(ctx), start_if_missing=start_if_missing, announce=lambda m: err.print(m))
+
+
+def redis_url_of(ctx: typer.Context) -> str:
+    """Redis alone, for commands that never talk to Ray (watch, summary, the aggregator)."""
+    settings = settings_of(ctx)
+    if settings.redis_url:
+        return settings.redis_url
+    state = local.running_state(settings.resolved_home())
+    if state is None:
+        raise ClusterError(f"no Redis: SEGQ_REDIS_URL is not set and the embedded default is not running in "
+                           f"{settings.resolved_home()}; pass --redis-url or run `segq up`")
+    return state["redis"]["url"]

@@ -81,6 +81,8 @@ def build_row(record: JobRecord, trial: str, facts: dict, metrics: dict, iterati
         row["kept_fraction"] = step.get("kept_fraction")
         row["best_checkpoint"] = step.get("checkpoint")  # the model this iteration ended with
         row["samples"] = step.get("samples")
+    planned = ((facts.get("params") or {}).get("train") or {}).get("epochs")
+    row["stopped_early"] = bool(planned and row["status"] == "finished" and len(train_epochs) < planned)
     if facts.get("error"):
         row["error"] = facts["error"]
     return row

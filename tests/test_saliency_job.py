@@ -124,3 +124,19 @@ def test_validation_and_test_metrics_are_on_unmasked_images(saliency_job, tiny_d
         expected = published[(ITERATIONS, EPOCHS, split_name)]
         assert scores["pixels"] == expected["pixels"]
         assert scores["miou"] == pytest.approx(expected["miou"], abs=1e-9)
+
+
+def test_report_draws_the_saliency_curve_grids_and_the_control_comparison(segq_env, saliency_job, tmp_path):
+    from tests.report_checks import check_report
+
+    job_id, _, _, _, _ = saliency_job
+    out = tmp_path / "report"
+    run_segq("summary", job_id, "--format", "md", "--out", str(out), env=segq_env, check=True)
+    check_report(out, expected_plots=("saliency_curve", "learning_curves", "per_class_iou"))
+    grids = sorted(out.glob("samples_*_it*.png"))
+    assert len(grids) == 2 * ITERATIONS
+    report = (out / "report.md").read_text()
+    section = report.split("## Saliency against its random control")[1].split("##")[0]
+    assert len([line for line in section.splitlines() if line.startswith("| 000_unet")]) == ITERATIONS
+    table = json.loads(run_segq("summary", job_id, "--format", "json", env=segq_env, check=True).stdout)
+    assert {row["iteration"] for row in table} == {1, 2, 3}

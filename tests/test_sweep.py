@@ -142,8 +142,9 @@ def test_export_gives_the_same_logits(segq_env, finished_sweep, tmp_path, format
         assert torch.allclose(exported, expected, atol=1e-4)
 
 
-def test_all_six_architectures_in_one_sweep(segq_env, tiny_dataset, tmp_path):
-    spec = tmp_path / "zoo.yaml"
+@pytest.fixture(scope="module")
+def zoo_sweep(segq_env, tiny_dataset, tmp_path_factory):
+    spec = tmp_path_factory.mktemp("zoo") / "zoo.yaml"
     spec.write_text(f"""
 data: {tiny_dataset}
 archs: [unet, segnet, fcn, deeplabv3plus, pspnet, vgg_unet]
@@ -159,7 +160,31 @@ resources: {{workers_per_trial: 2}}
 """)
     result = run_segq("submit", "sweep", str(spec), "--wait", env=segq_env, timeout=900)
     assert result.returncode == 0, result.stderr
-    job_id = result.stdout.strip().splitlines()[-1]
-    rows = json.loads(run_segq("summary", job_id, "--format", "json", env=segq_env, check=True).stdout)
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_all_six_architectures_in_one_sweep(segq_env, zoo_sweep):
+    rows = json.loads(run_segq("summary", zoo_sweep, "--format", "json", env=segq_env, check=True).stdout)
     assert sorted(row["arch"] for row in rows) == sorted(["unet", "segnet", "fcn", "deeplabv3plus", "pspnet", "vgg_unet"])
     assert all(row["status"] == "finished" and 0 <= row["val"]["miou"] <= 1 for row in rows)
+
+
+def test_csv_summary_of_two_jobs_has_the_trials_of_both(segq_env, finished_sweep, zoo_sweep):
+    import csv
+    import io
+
+    job_id, _ = finished_sweep
+    result = run_segq("summary", job_id, zoo_sweep, "--format", "csv", env=segq_env, check=True)
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert {row["job"] for row in rows} == {job_id, zoo_sweep} and len(rows) == 2 + 6
+    assert all(row["val_miou"] and row["val_iou_background"] for row in rows)
+
+
+def test_html_report_renders_with_every_image_loaded(segq_env, finished_sweep, tmp_path):
+    from tests.report_checks import check_report
+
+    job_id, _ = finished_sweep
+    out = tmp_path / "report"
+    result = run_segq("summary", job_id, "--format", "html", "--out", str(out), env=segq_env, check=True)
+    assert str(out / "report.html") in result.stdout
+    check_report(out, expected_plots=("learning_curves", "per_class_iou", "miou_vs_time", "predictions"))

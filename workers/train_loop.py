@@ -9,7 +9,7 @@ from __future__ import annotations
 import resource
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from workers.publisher import MetricsPublisher
 from workers.saliency import (KeepMasks, foreground_relevance, iteration_dir, random_relevance, read_meta,
                               select_keep, write_meta, write_rank_masks)
 from workers.samples import write_sample_grid
-from workers.shards import ShardedSplit, rank_indices
+from workers.shards import ShardedSplit, rank_indices, read_manifest
 
 EVAL_SPLITS = ("val", "test")
 REPORTED_SCORES = ("miou", "mdice", "pixel_acc", "mean_acc", "fwiou")
@@ -68,7 +68,7 @@ class TrialRun:
     optimizer: torch.optim.Optimizer | None = None
     scheduler: object = None
     scaler: torch.amp.GradScaler | None = None
-    keep_masks: KeepMasks | None = field(default=None)
+    keep_masks: KeepMasks | None = None
 
     @property
     def trial(self) -> dict:
@@ -110,7 +110,7 @@ def setup(config: dict) -> TrialRun:
     torch.manual_seed(train["seed"])
 
     data_root = config["data"]
-    manifest = ShardedSplit(data_root, "train").manifest
+    manifest = read_manifest(data_root)
     labeled = [name for name, info in manifest["splits"].items() if info["has_masks"] and info["rows"] > 0]
     splits = {name: ShardedSplit(data_root, name, manifest=manifest) for name in ("train", *EVAL_SPLITS)
               if name in labeled}

@@ -1,0 +1,62 @@
+"""`segq summary`: compare the trials of one or more jobs as a table, JSON, CSV or a report."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from cluster.cli_context import console, redis_url_of, settings_of
+from cluster.connect import connect_redis
+from cluster.exceptions import SpecError
+
+summary_app = typer.Typer()
+FORMATS = ("table", "json", "csv", "md", "html")
+
+
+@summary_app.command()
+def summary(
+    ctx: typer.Context,
+    jobs: List[str] = typer.Argument(..., help="job ids (or unique prefixes); several go in one table"),
+    format: str = typer.Option("table", "--format", help="table, json, csv, md or html"),
+    out: Optional[Path] = typer.Option(None, "--out", help="report folder (md/html; with table: also write it)"),
+) -> None:
+    """Compare trials: val/test scores, per-class IoU, cost; md/html write a report with PNG plots."""
+    from rich.table import Table
+
+    from jobs.aggregator import Aggregator
+    from jobs.records import JobRecord, resolve_job_id
+    from jobs.report import comparison_rows, write_csv, write_report
+    from jobs.summary import trial_rows
+
+    if format not in FORMATS:
+        raise SpecError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
+    client = connect_redis(redis_url_of(ctx))
+    job_ids = [resolve_job_id(client, job) for job in jobs]
+    records, rows = [], []
+    for job_id in job_ids:
+        Aggregator(client, job_id).drain()  # idempotent: brings the summary up to the stream's end
+        records.append(JobRecord.load(client, job_id))
+        rows += trial_rows(client, job_id)
+    if format == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    if format == "csv":
+        write_csv(rows, sys.stdout)
+        return
+    if format == "table":
+        header, body = comparison_rows(rows)
+        table = Table(title=", ".join(f"{r.id} ({r.status.value})" for r in records))
+        for column in header:
+            table.add_column(column, justify="left" if column in ("job", "trial", "arch", "status") else "right")
+        for line in body:
+            table.add_row(*line)
+        console.print(table)
+        if out is None:
+            return
+    target = out or settings_of(ctx).resolved_home() / "reports" / "_".join(job_ids)
+    files = write_report(rows, records, target)
+    console.print(f"report: {files['report.html']}  (Markdown: {files['report.md']}; "
+                  f"{sum(1 for p in files.values() if p.suffix == '.png')} plots)")
