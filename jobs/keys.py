@@ -4,7 +4,8 @@ segq:jobs                                  zset   job id -> created (unix time)
 segq:job:{job}                             hash   the job record (jobs.records.JobRecord)
 segq:job:{job}:events                      stream metric and trial events (JSON in field `data`)
 segq:job:{job}:trials                      set    trial names seen in the events
-segq:job:{job}:trial:{trial}               hash   trial facts: status, arch, params, num_params, ...
+segq:job:{job}:trial:{trial}               hash   trial facts: status, arch, params, num_params, ...;
+                                                  fact_ids: fact -> stream id that set it
 segq:job:{job}:trial:{trial}:metrics       hash   "{iteration}:{epoch}:{split}" -> JSON scores
 segq:job:{job}:leaderboard                 zset   trial -> best value of the job's target metric
 """
