@@ -1,11 +1,14 @@
 """Job specs (pydantic, extra fields forbidden) and their expansion into trials.
 
 A value written as `{grid: [a, b]}` is a grid axis; a sweep runs the cartesian product of all
-axes, one trial per combination, each trial fully resolved (no search syntax left).
+axes, one trial per combination. A value written as `{choice: [a, b]}` is drawn at random (seeded),
+once for each of `samples` repetitions of the grid. Each trial is fully resolved: no search
+syntax is left in it.
 """
 from __future__ import annotations
 
 import itertools
+import random
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,23 +75,33 @@ class TrialSpec(Strict):
     saliency: SaliencyParams | None = None
 
 
-def is_axis(value: Any) -> bool:
-    return isinstance(value, dict) and set(value) == {"grid"}
+def search_kind(value: Any) -> str | None:
+    """`grid` or `choice` for `{grid: [...]}` / `{choice: [...]}`, None for a plain value."""
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("grid", "choice"):
+        return next(iter(value))
+    return None
 
 
 def axis_values(name: str, value: Any) -> list:
-    if not is_axis(value):
+    kind = search_kind(value)
+    if kind is None:
         return [value]
-    values = value["grid"]
+    values = value[kind]
     if not isinstance(values, list) or not values:
-        raise SpecError(f"{name}: grid must be a non-empty list")
+        raise SpecError(f"{name}: {kind} must be a non-empty list")
     return values
 
 
-def split_axes(prefix: str, values: dict[str, Any]) -> tuple[dict[str, list], dict[str, Any]]:
-    axes = {k: axis_values(f"{prefix}.{k}", v) for k, v in values.items() if is_axis(v)}
-    fixed = {k: v for k, v in values.items() if not is_axis(v)}
-    return axes, fixed
+def split_axes(prefix: str, values: dict[str, Any]) -> tuple[dict[str, list], dict[str, list], dict[str, Any]]:
+    """(grid axes, choice axes, fixed values) of a section."""
+    grid = {k: axis_values(f"{prefix}.{k}", v) for k, v in values.items() if search_kind(v) == "grid"}
+    choice = {k: axis_values(f"{prefix}.{k}", v) for k, v in values.items() if search_kind(v) == "choice"}
+    fixed = {k: v for k, v in values.items() if search_kind(v) is None}
+    return grid, choice, fixed
+
+
+def draw(choices: dict[str, list], rng: random.Random) -> dict[str, Any]:
+    return {name: rng.choice(values) for name, values in choices.items()}
 
 
 class JobSpec(Strict):
@@ -100,6 +113,8 @@ class JobSpec(Strict):
     models: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-architecture options")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainParams; values may be {grid: [...]}")
     resources: Resources = Field(default_factory=Resources)
+    samples: int = Field(1, ge=1, le=1000, description="draws of the {choice: [...]} values per grid point")
+    search_seed: int = Field(0, description="seed of the choice draws")
 
     @field_validator("archs")
     @classmethod
@@ -127,25 +142,29 @@ class JobSpec(Strict):
         return {}
 
     def trials(self) -> list[TrialSpec]:
+        """Every grid combination, `samples` times with fresh draws of the choice values (seeded)."""
         unknown = set(self.models) - set(self.archs)
         if unknown:
             raise SpecError(f"models.{sorted(unknown)[0]}: options given for an architecture not in archs")
-        train_axes, train_fixed = split_axes("train", self.train)
+        train_grid, train_choice, train_fixed = split_axes("train", self.train)
         extra_axes = self.extra_axes()
+        rng = random.Random(self.search_seed)
         trials = []
         for arch in self.archs:
-            model_axes, model_fixed = split_axes(f"models.{arch}", self.models.get(arch, {}))
-            for model_combo in product(model_axes):
-                model = {**model_fixed, **model_combo}
-                validate_options(arch, model)
-                for train_combo in product(train_axes):
-                    train = build_train_params({**train_fixed, **train_combo})
-                    for extra_combo in product(extra_axes):
-                        varying = {**model_combo, **train_combo,
-                                   **{k: v for k, v in extra_combo.items() if len(extra_axes[k]) > 1}}
-                        name = trial_name(len(trials), arch, varying)
-                        trials.append(TrialSpec(name=name, arch=arch, model=model, train=train,
-                                                **self.resolve_extra(extra_combo)))
+            model_grid, model_choice, model_fixed = split_axes(f"models.{arch}", self.models.get(arch, {}))
+            for _ in range(self.samples):
+                model_drawn, train_drawn = draw(model_choice, rng), draw(train_choice, rng)
+                for model_combo in product(model_grid):
+                    model = {**model_fixed, **model_drawn, **model_combo}
+                    validate_options(arch, model)
+                    for train_combo in product(train_grid):
+                        train = build_train_params({**train_fixed, **train_drawn, **train_combo})
+                        for extra_combo in product(extra_axes):
+                            varying = {**model_drawn, **model_combo, **train_drawn, **train_combo,
+                                       **{k: v for k, v in extra_combo.items() if len(extra_axes[k]) > 1}}
+                            name = trial_name(len(trials), arch, varying)
+                            trials.append(TrialSpec(name=name, arch=arch, model=model, train=train,
+                                                    **self.resolve_extra(extra_combo)))
         return trials
 
 

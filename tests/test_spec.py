@@ -44,3 +44,16 @@ def test_yaml_errors_name_the_file(tmp_path):
         load_yaml(path)
     with pytest.raises(SpecError, match="missing.yaml: no such spec file"):
         load_yaml(tmp_path / "missing.yaml")
+
+
+def test_choice_values_are_drawn_per_sample_reproducibly():
+    fields = {"samples": 4, "models": {"unet": {"base_width": {"choice": [8, 16, 32]}}},
+              "train": {"lr": {"choice": [1e-3, 3e-3]}, "epochs": {"grid": [1, 2]}}}
+    trials = sweep(**fields).trials()
+    assert len(trials) == 4 * 2  # samples x grid points
+    assert all(t.model["base_width"] in (8, 16, 32) and t.train.lr in (1e-3, 3e-3) for t in trials)
+    assert [t.name for t in trials] == [t.name for t in sweep(**fields).trials()]  # seeded
+    assert [t.name for t in trials] != [t.name for t in sweep(search_seed=1, **fields).trials()]
+    for first, second in zip(trials[::2], trials[1::2]):  # one draw shared by the grid points of a sample
+        assert (first.model, first.train.lr) == (second.model, second.train.lr)
+        assert (first.train.epochs, second.train.epochs) == (1, 2)
