@@ -34,19 +34,44 @@ PALETTE: list[tuple[int, int, int]] = [
 ]
 
 TEXTURES = ("solid", "stripes", "checker", "noise", "gradient")
-TEXTURE_WEIGHTS = (0.25, 0.2, 0.15, 0.2, 0.2)
+# Backgrounds are mostly textured; objects are mostly solid or gently shaded, textured sometimes.
+# Colours come from one distribution for all layers, so colour still says nothing about class.
+BACKGROUND_STYLE = {"weights": (0.1, 0.2, 0.15, 0.3, 0.25), "subtle": 0.5, "spread": 50.0, "scale": 1.0}
+CLUTTER_STYLE = {"weights": (0.4, 0.1, 0.1, 0.2, 0.2), "subtle": 0.5, "spread": 50.0, "scale": 1.0}
+OBJECT_STYLE = {"weights": (0.45, 0.05, 0.05, 0.1, 0.35), "subtle": 0.5, "spread": 50.0, "scale": 1.0}
+
+# Background clutter per square frame (more on a wide one), and how often each kind is drawn:
+# bars, small blobs, thin open arcs (the arcs are hard negatives for rings, so they are rare).
+MAX_CLUTTER = 3
+CLUTTER_KIND_WEIGHTS = (0.45, 0.4, 0.15)
+# Clutter is blended into what lies beneath at this opacity range: it distracts without dominating.
+CLUTTER_OPACITY = (0.35, 0.8)
+OCCLUDER_PROBABILITY = 0.15
+NOISE_SIGMA = (1.0, 4.0)
 
 # Object size is the radius of the shape's bounding circle, as a fraction of the short side, so
 # that the extent is roughly 20-60% of the short side at any resolution.
-MIN_OBJECT_RADIUS = 0.11
+MIN_OBJECT_RADIUS = 0.14
 MAX_OBJECT_RADIUS = 0.30
+MIN_OBJECTS = 1
+OBJECT_SPACING = 0.75
+BORDER_MARGIN = 0.5
+ROTATION = 1.0
+TRIANGLE_SCALE = 1.0
+MAX_OBJECTS = 4
 
-# An object whose mean colour is this close (RGB distance) to what lies beneath it is redrawn:
-# the colour stays independent of the class, but objects do not vanish into their background.
-MIN_OBJECT_CONTRAST = 50.0
-CONTRAST_TRIES = 4
+# An object is redrawn (up to CONTRAST_TRIES times, keeping the best draw) while fewer than 3/4 of
+# its pixels differ by at least this RGB distance from what lies beneath them: the colour stays
+# independent of the class, but objects do not vanish into their background.
+MIN_OBJECT_CONTRAST = 60.0
+CONTRAST_QUANTILE = 0.25
+CONTRAST_TRIES = 8
 
 CIRCLE_POINTS = 48
+
+# Objects lie on the background and cast a soft drop shadow away from the scene's light.
+SHADOW_STRENGTH = (0.0, 0.0)
+SHADOW_OFFSET = (0.02, 0.05)
 
 
 def render_sample(seed: int, index: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,15 +80,19 @@ def render_sample(seed: int, index: int, height: int, width: int) -> tuple[np.nd
         raise ValueError(f"synthetic scenes need at least 8x8 pixels, got {height}x{width}")
     rng = np.random.default_rng([seed, index])
     short = min(height, width)
-    image = paint_texture(rng, 0, 0, height, width, short)
+    image = paint_texture(rng, 0, 0, height, width, short, BACKGROUND_STYLE)
     mask = np.zeros((height, width), dtype=np.uint8)
 
     for polygons in sample_clutter(rng, height, width):
-        paste_layer(rng, image, mask, polygons, 0, check_contrast=False)
+        opacity = rng.uniform(*CLUTTER_OPACITY)
+        paste_layer(rng, image, mask, polygons, 0, CLUTTER_STYLE, opacity=opacity)
+    light = rng.uniform(0.0, 2.0 * math.pi)
     for label, polygons in sample_objects(rng, height, width):
-        paste_layer(rng, image, mask, polygons, label, check_contrast=True)
+        if SHADOW_STRENGTH[1] > 0:
+            cast_shadow(rng, image, polygons, light, short)
+        paste_layer(rng, image, mask, polygons, label, OBJECT_STYLE, check_contrast=True)
     for polygons in sample_occluders(rng, height, width):
-        paste_layer(rng, image, mask, polygons, 0, check_contrast=False)
+        paste_layer(rng, image, mask, polygons, 0, CLUTTER_STYLE)
 
     image = apply_lighting(rng, image)
     image = degrade(rng, image, short)
@@ -78,31 +107,42 @@ def sample_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0.0, 255.0, size=3).astype(np.float32)
 
 
-def sample_colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_colour_pair(rng: np.random.Generator, style: dict) -> tuple[np.ndarray, np.ndarray]:
     first = sample_colour(rng)
-    if rng.random() < 0.5:
-        return first, sample_colour(rng)
+    if rng.random() >= style["subtle"]:
+        second = sample_colour(rng)
+        for _ in range(4):
+            if np.linalg.norm(second - first) >= style.get("pair_min", 0.0):
+                break
+            second = sample_colour(rng)
+        return first, second
     # A close second colour gives subtle textures, not only high-contrast ones.
-    second = np.clip(first + rng.normal(0.0, 50.0, size=3), 0.0, 255.0).astype(np.float32)
+    second = np.clip(first + rng.normal(0.0, style["spread"], size=3), 0.0, 255.0).astype(np.float32)
     return first, second
 
 
 def paint_texture(
-    rng: np.random.Generator, top: int, left: int, height: int, width: int, short: int
+    rng: np.random.Generator,
+    top: int,
+    left: int,
+    height: int,
+    width: int,
+    short: int,
+    style: dict,
 ) -> np.ndarray:
     """A float32 (height, width, 3) texture for the image box at (top, left).
 
     Texture scales are fractions of the image's short side, never of the object, so a texture's
     frequency says nothing about what it is painted on.
     """
-    kind = TEXTURES[rng.choice(len(TEXTURES), p=TEXTURE_WEIGHTS)]
-    first, second = sample_colour_pair(rng)
-    weight = compute_texture_weight(rng, kind, top, left, height, width, short)
+    kind = TEXTURES[rng.choice(len(TEXTURES), p=style["weights"])]
+    first, second = sample_colour_pair(rng, style)
+    weight = compute_texture_weight(rng, kind, top, left, height, width, short * style["scale"])
     return first + (second - first) * weight[..., None]
 
 
 def compute_texture_weight(
-    rng: np.random.Generator, kind: str, top: int, left: int, height: int, width: int, short: int
+    rng: np.random.Generator, kind: str, top: int, left: int, height: int, width: int, short: float
 ) -> np.ndarray:
     """Mixing weight in [0, 1] between the texture's two colours, shape (height, width)."""
     ys = np.arange(top, top + height, dtype=np.float32)[:, None]
@@ -130,7 +170,7 @@ def compute_texture_weight(
     return np.clip(0.5 + (along - centre) / length, 0.0, 1.0)
 
 
-def compute_noise_weight(rng: np.random.Generator, height: int, width: int, short: int) -> np.ndarray:
+def compute_noise_weight(rng: np.random.Generator, height: int, width: int, short: float) -> np.ndarray:
     """Smooth value noise (upsampled random grid), sometimes thresholded into hard-edged blobs."""
     cell = max(2.0, rng.uniform(0.05, 0.2) * short)
     grid_h = max(2, math.ceil(height / cell) + 1)
@@ -170,7 +210,7 @@ def make_unit_shape(rng: np.random.Generator, name: str) -> list[tuple[np.ndarra
         return [(half * corners * [stretch, 1.0], 1)]
     if name == "triangle":
         angles = math.pi / 2.0 + np.arange(3) * (2.0 * math.pi / 3.0) + rng.uniform(-0.14, 0.14, 3)
-        radii = rng.uniform(0.9, 1.0, 3)
+        radii = TRIANGLE_SCALE * rng.uniform(0.9, 1.0, 3)
         return [(np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1), 1)]
     if name == "cross":
         arm = rng.uniform(0.26, 0.38)
@@ -222,10 +262,10 @@ def sample_clutter(rng: np.random.Generator, height: int, width: int) -> list[li
     """Background-class distractors: bars, small blobs and thin arcs."""
     short = min(height, width)
     aspect = max(height, width) / short
-    count = int(rng.integers(1, 5 + 2 * round(aspect)))
+    count = int(rng.integers(0, 1 + round(MAX_CLUTTER * aspect)))
     clutter = []
     for _ in range(count):
-        kind = rng.integers(3)
+        kind = rng.choice(3, p=CLUTTER_KIND_WEIGHTS)
         centre = np.array([rng.uniform(0, width), rng.uniform(0, height)])
         if kind == 0:
             polygon = make_bar(rng, height, width, rng.uniform(0.01, 0.035) * short)
@@ -242,8 +282,8 @@ def sample_objects(rng: np.random.Generator, height: int, width: int) -> list[tu
     """One to a few labelled shapes, spread so that they overlap partly but rarely hide each other."""
     short = min(height, width)
     aspect = max(height, width) / short
-    # 1-4 objects on a square frame, proportionally more on a wide one (same density per area).
-    count = int(rng.integers(1, 1 + round(4 * aspect)))
+    # MIN_OBJECTS-MAX_OBJECTS on a square frame, proportionally more on a wide one (same density).
+    count = int(rng.integers(round(MIN_OBJECTS * aspect), 1 + round(MAX_OBJECTS * aspect)))
     placed: list[tuple[np.ndarray, float]] = []
     objects = []
     for _ in range(count):
@@ -252,7 +292,7 @@ def sample_objects(rng: np.random.Generator, height: int, width: int) -> list[tu
         centre = sample_centre(rng, height, width, radius, placed)
         placed.append((centre, radius))
         unit = make_unit_shape(rng, CLASS_NAMES[label])
-        objects.append((label, place_shape(unit, centre, radius, rng.uniform(0.0, 2.0 * math.pi))))
+        objects.append((label, place_shape(unit, centre, radius, ROTATION * rng.uniform(-math.pi, math.pi))))
     return objects
 
 
@@ -260,18 +300,18 @@ def sample_centre(
     rng: np.random.Generator, height: int, width: int, radius: float, placed: list[tuple[np.ndarray, float]]
 ) -> np.ndarray:
     # Centres may sit a little outside the frame's inner margin, so some objects are cut by the border.
-    margin = 0.5 * radius
+    margin = BORDER_MARGIN * radius
     centre = np.zeros(2)
     for _ in range(10):
         centre = np.array([rng.uniform(margin, width - margin), rng.uniform(margin, height - margin)])
-        if all(np.hypot(*(centre - other)) > 0.75 * (radius + other_radius) for other, other_radius in placed):
+        if all(np.hypot(*(centre - other)) > OBJECT_SPACING * (radius + other_radius) for other, other_radius in placed):
             break
     return centre
 
 
 def sample_occluders(rng: np.random.Generator, height: int, width: int) -> list[list[tuple[np.ndarray, int]]]:
     """Sometimes a thin background bar crosses in front of everything (a wire before the objects)."""
-    if rng.random() >= 0.3:
+    if rng.random() >= OCCLUDER_PROBABILITY:
         return []
     short = min(height, width)
     return [[(make_bar(rng, height, width, rng.uniform(0.015, 0.04) * short), 1)]
@@ -307,7 +347,9 @@ def paste_layer(
     mask: np.ndarray,
     polygons: list[tuple[np.ndarray, int]],
     label: int,
-    check_contrast: bool,
+    style: dict,
+    check_contrast: bool = False,
+    opacity: float = 1.0,
 ) -> None:
     height, width = mask.shape
     raster = rasterise(polygons, height, width)
@@ -315,7 +357,10 @@ def paste_layer(
         return
     top, left, coverage = raster
     box = (slice(top, top + coverage.shape[0]), slice(left, left + coverage.shape[1]))
-    texture = choose_texture(rng, image[box], coverage, min(height, width), top, left, check_contrast)
+    beneath = image[box]
+    texture = choose_texture(rng, beneath, coverage, min(height, width), top, left, style, check_contrast)
+    if opacity < 1.0:
+        texture = beneath + opacity * (texture - beneath)
     image[box][coverage] = texture[coverage]
     mask[box][coverage] = label
 
@@ -327,23 +372,54 @@ def choose_texture(
     short: int,
     top: int,
     left: int,
+    style: dict,
     check_contrast: bool,
 ) -> np.ndarray:
     """A texture for the box; for objects, the first of a few draws that stands out from beneath."""
     height, width = coverage.shape
-    texture = paint_texture(rng, top, left, height, width, short)
+    texture = paint_texture(rng, top, left, height, width, short, style)
     if not check_contrast:
         return texture
-    under = beneath[coverage].mean(axis=0)
-    best, best_contrast = texture, float(np.linalg.norm(texture[coverage].mean(axis=0) - under))
+    under = beneath[coverage]
+    best, best_contrast = texture, measure_contrast(texture[coverage], under)
     for _ in range(CONTRAST_TRIES - 1):
         if best_contrast >= MIN_OBJECT_CONTRAST:
             break
-        texture = paint_texture(rng, top, left, height, width, short)
-        contrast = float(np.linalg.norm(texture[coverage].mean(axis=0) - under))
+        texture = paint_texture(rng, top, left, height, width, short, style)
+        contrast = measure_contrast(texture[coverage], under)
         if contrast > best_contrast:
             best, best_contrast = texture, contrast
     return best
+
+
+def measure_contrast(over: np.ndarray, under: np.ndarray) -> float:
+    """A low quantile of the per-pixel RGB distance: most of the object must differ from beneath."""
+    distance = np.sqrt(((over - under) ** 2).sum(axis=1))
+    return float(np.quantile(distance, CONTRAST_QUANTILE))
+
+
+def cast_shadow(
+    rng: np.random.Generator, image: np.ndarray, polygons: list[tuple[np.ndarray, int]], light: float, short: int
+) -> None:
+    """Darken what lies beneath the object's outline, shifted away from the light and softened."""
+    height, width = image.shape[:2]
+    distance = rng.uniform(*SHADOW_OFFSET) * short
+    shift = np.array([math.cos(light), math.sin(light)]) * distance
+    strength = rng.uniform(*SHADOW_STRENGTH)
+    blur = max(0.5, 0.35 * distance)
+    pad = math.ceil(2.0 * blur) + 1
+    raster = rasterise([(points + shift, fill) for points, fill in polygons], height, width)
+    if raster is None:
+        return
+    top, left, coverage = raster
+    canvas = np.zeros((coverage.shape[0] + 2 * pad, coverage.shape[1] + 2 * pad), dtype=np.uint8)
+    canvas[pad:-pad, pad:-pad] = coverage * 255
+    soft = Image.fromarray(canvas).filter(ImageFilter.GaussianBlur(blur))
+    shade = np.asarray(soft, dtype=np.float32) * (strength / 255.0)
+    top, left = top - pad, left - pad
+    y0, x0 = max(0, top), max(0, left)
+    y1, x1 = min(height, top + shade.shape[0]), min(width, left + shade.shape[1])
+    image[y0:y1, x0:x1] *= 1.0 - shade[y0 - top:y1 - top, x0 - left:x1 - left, None]
 
 
 def apply_lighting(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
@@ -363,7 +439,7 @@ def degrade(rng: np.random.Generator, image: np.ndarray, short: int) -> np.ndarr
     radius = rng.uniform(0.3, 0.8) * max(1.0, short / 192.0)
     blurred = blurred.filter(ImageFilter.GaussianBlur(radius))
     noisy = np.asarray(blurred, dtype=np.float32)
-    noisy += rng.standard_normal(noisy.shape, dtype=np.float32) * rng.uniform(2.0, 10.0)
+    noisy += rng.standard_normal(noisy.shape, dtype=np.float32) * rng.uniform(*NOISE_SIGMA)
     return np.clip(noisy, 0.0, 255.0).round().astype(np.uint8)
 
 
