@@ -47,10 +47,11 @@ def summary(
         write_csv(rows, sys.stdout)
         return
     if format == "table":
-        header, body = comparison_rows(rows)
+        header, body = comparison_rows(rows, compact=True)
         table = Table(title=", ".join(f"{r.id} ({r.status.value})" for r in records))
         for column in header:
-            table.add_column(column, justify="left" if column in ("job", "trial", "arch", "status") else "right")
+            table.add_column(column, justify="left" if column in ("job", "trial", "arch", "status") else "right",
+                             no_wrap=column in ("job", "trial"))
         for line in body:
             table.add_row(*line)
         console.print(table)

@@ -53,15 +53,18 @@ def miou_per_device_hour(row: dict):
     return miou / hours if miou is not None and hours else None
 
 
-def comparison_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the main table, best val mIoU first (saliency: per trial, iteration order)."""
-    params = varying_params(rows)
+def comparison_rows(rows: list[dict], compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the main table, best val mIoU first (saliency: per trial, iteration order).
+    `compact` (the terminal) leaves out the parameter and cost columns: the trial name already
+    says what varies, and the report and CSV have the rest."""
+    params = [] if compact else varying_params(rows)
     multi_job = len({row["job"] for row in rows}) > 1
     saliency = any("iteration" in row for row in rows)
     header = (["job"] if multi_job else []) + ["trial", "arch"] + params
     header += ["iteration", "kept", "Δ val mIoU vs it. 1"] if saliency else []
     header += ["val mIoU", "val mDice", "val pixel acc", "val mean acc", "val FWIoU", "test mIoU", "best epoch",
-               "epochs", "status", "train s", "images/s", "params", "device-h", "mIoU/device-h", "peak MB"]
+               "epochs", "status", "train s", "images/s", "params"]
+    header += [] if compact else ["device-h", "mIoU/device-h", "peak MB"]
     baseline = {row["trial"]: score(row, "val", "miou") for row in rows if row.get("iteration") == 1}
     ordered = (sorted(rows, key=lambda r: (r["job"], r["trial"], r["iteration"])) if saliency
                else sorted(rows, key=lambda r: -(score(r, "val", "miou") or -1)))
@@ -78,9 +81,10 @@ def comparison_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         line += [fmt(score(row, "val", s)) for s in SCORES] + [fmt(score(row, "test", "miou"))]
         status = row["status"] + (" (stopped early)" if row.get("stopped_early") else "")
         line += [fmt(row["best_epoch"]), str(row["epochs"]), status, fmt(row["train_time_s"], 1),
-                 fmt(row["images_per_s"], 1), f"{row['num_params']:,}" if row["num_params"] else "-",
-                 fmt(row["cost"]["device_hours"], 4), fmt(miou_per_device_hour(row), 1),
-                 fmt(row["cost"]["peak_memory_mb"], 0)]
+                 fmt(row["images_per_s"], 1), f"{row['num_params']:,}" if row["num_params"] else "-"]
+        if not compact:
+            line += [fmt(row["cost"]["device_hours"], 4), fmt(miou_per_device_hour(row), 1),
+                     fmt(row["cost"]["peak_memory_mb"], 0)]
         body.append(line)
     return header, body
 
