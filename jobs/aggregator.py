@@ -104,7 +104,8 @@ class Aggregator:
         best = best_val_miou(pipe.hgetall(keys.trial_metrics(self.job_id, trial)), field, event)
         pipe.multi()
         pipe.sadd(keys.trials(self.job_id), trial)
-        pipe.hset(keys.trial_metrics(self.job_id, trial), field, json.dumps(event["metrics"], sort_keys=True))
+        # Stored as published (not key-sorted): per-class scores stay in class order.
+        pipe.hset(keys.trial_metrics(self.job_id, trial), field, json.dumps(event["metrics"]))
         if best is not None:
             pipe.zadd(keys.leaderboard(self.job_id), {trial: best})
         pipe.xack(self.stream, keys.AGGREGATOR_GROUP, entry_id)

@@ -75,3 +75,13 @@ def test_publisher_buffers_while_redis_is_unreachable(redis_url, redis_client):
     assert not publisher.buffer
     events = [json.loads(fields["data"]) for _, fields in redis_client.xrange(keys.events("job"))]
     assert [(e["epoch"], e["metrics"]["loss"]) for e in events] == [(1, 1.0), (2, 0.5)]
+
+
+def test_per_class_scores_keep_the_class_order(redis_url, redis_client):
+    JobRecord(id="job", kind="sweep", spec={}).save(redis_client)
+    publisher = MetricsPublisher(redis_url, "job", "t")
+    publisher.metrics_event("train", 1, {"loss": 1.0, "epoch_time_s": 1.0, "images": 1})
+    publisher.metrics_event("val", 1, {"miou": 0.5, "per_class_iou": {"sky": 0.1, "road": 0.9, "car": 0.5}})
+    publisher.close()
+    Aggregator(redis_client, "job").drain()
+    assert list(trial_rows(redis_client, "job")[0]["val"]["per_class_iou"]) == ["sky", "road", "car"]
