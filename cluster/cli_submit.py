@@ -172,7 +172,7 @@ def follow(client, job_id: str, endpoints: Endpoints):
             record = JobRecord.load(client, job_id)
             rows = trial_rows(client, job_id)
             done = sum(row["epochs"] for row in rows)
-            finished = sum(1 for row in rows if row["status"] in ("finished", "failed"))
+            finished = len({row["trial"] for row in rows if row["status"] in ("finished", "failed")})
             leader = max((row for row in rows if row["val"]), key=lambda r: r["val"]["miou"] or 0, default=None)
             best = f"best {leader['trial']} val mIoU {leader['val']['miou']:.3f}" if leader else ""
             progress.update(bar, completed=done, best=best,
