@@ -1,16 +1,26 @@
-"""The `synthetic` source: seeded scenes of textured shapes for the demo, the tests and the benchmarks.
+"""The `synthetic` source: seeded scenes of patterned shapes for the demo, the tests and the benchmarks.
 
 Every sample is a pure function of (seed, index, height, width), so samples can be rendered in
 parallel and in any order. The class of a pixel is defined by the *shape* of the object it belongs
-to only: objects, backgrounds and background clutter all draw their colours and textures from the
-same distribution, so no colour lookup can segment the scenes.
+to only: every layer (background, clutter, objects) draws its colours from one distribution
+(uniform over the RGB cube), and all five object classes share one texture distribution, so no
+colour lookup can segment the scenes and no texture says which shape an object is.
 
 Scene recipe, in drawing order (later layers occlude earlier ones; the mask shows what is visible):
-1. a full-frame background texture;
-2. background clutter (class 0): thin bars, small irregular blobs and thin arcs;
-3. one to a few objects (disk, square, triangle, ring, cross) with random size, rotation and texture;
-4. sometimes thin bars across everything (class 0), occluding objects;
-5. a lighting gradient, mild blur and pixel noise on the image (the mask keeps hard labels).
+1. a full-frame background that is smooth at the scale of the objects: a flat colour, a gradient
+   or soft value noise (sometimes thresholded into large blotches);
+2. background clutter (class 0): up to two thin bars, small blobs or (rarely) thin open arcs, with
+   smooth fills blended into what lies beneath at partial opacity;
+3. two to four objects (disk, square, triangle, ring, cross), roughly upright (within +-15 degrees),
+   of random size, patterned with hard-edged stripes or checks; each colour of the pattern is the
+   colour beneath shifted by a large random offset, wrapped around the RGB cube (so the colour
+   distribution stays uniform, yet objects stand out from whatever they lie on);
+4. rarely a thin bar across everything (class 0), occluding objects;
+5. a lighting gradient, mild blur and low pixel noise on the image (the mask keeps hard labels).
+
+"Patterned vs smooth" separates objects from the background (with exceptions: clutter, border
+cuts, occlusion) so that a small network learns the scenes in a few epochs; the class of an object
+is still carried by its outline only.
 
 Drawing uses numpy and Pillow only (Pillow is a direct dependency of segq).
 """
@@ -18,6 +28,7 @@ Drawing uses numpy and Pillow only (Pillow is a direct dependency of segq).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -34,44 +45,53 @@ PALETTE: list[tuple[int, int, int]] = [
 ]
 
 TEXTURES = ("solid", "stripes", "checker", "noise", "gradient")
-# Backgrounds are mostly textured; objects are mostly solid or gently shaded, textured sometimes.
-# Colours come from one distribution for all layers, so colour still says nothing about class.
-BACKGROUND_STYLE = {"weights": (0.1, 0.2, 0.15, 0.3, 0.25), "subtle": 0.5, "spread": 50.0, "scale": 1.0}
-CLUTTER_STYLE = {"weights": (0.4, 0.1, 0.1, 0.2, 0.2), "subtle": 0.5, "spread": 50.0, "scale": 1.0}
-OBJECT_STYLE = {"weights": (0.45, 0.05, 0.05, 0.1, 0.35), "subtle": 0.5, "spread": 50.0, "scale": 1.0}
 
-# Background clutter per square frame (more on a wide one), and how often each kind is drawn:
-# bars, small blobs, thin open arcs (the arcs are hard negatives for rings, so they are rare).
-MAX_CLUTTER = 3
-CLUTTER_KIND_WEIGHTS = (0.45, 0.4, 0.15)
-# Clutter is blended into what lies beneath at this opacity range: it distracts without dominating.
-CLUTTER_OPACITY = (0.35, 0.8)
-OCCLUDER_PROBABILITY = 0.15
-NOISE_SIGMA = (1.0, 4.0)
+
+@dataclass(frozen=True)
+class Style:
+    """How one layer is painted: texture mix, colour pairing and texture scale."""
+
+    weights: tuple[float, float, float, float, float]  # probability of each of TEXTURES
+    subtle: float  # probability that the second colour is a small perturbation of the first
+    spread: float  # RGB standard deviation of that perturbation
+    scale: float  # texture periods are this fraction of the default (a fraction of the short side)
+    hard: float  # probability that stripes and noise are thresholded into hard-edged patterns
+
+
+BACKGROUND_STYLE = Style(weights=(0.2, 0.0, 0.0, 0.2, 0.6), subtle=0.15, spread=35.0, scale=1.0, hard=0.5)
+CLUTTER_STYLE = Style(weights=(0.6, 0.0, 0.0, 0.0, 0.4), subtle=0.5, spread=50.0, scale=0.6, hard=0.5)
+OBJECT_STYLE = Style(weights=(0.0, 0.5, 0.5, 0.0, 0.0), subtle=0.0, spread=0.0, scale=0.5, hard=1.0)
 
 # Object size is the radius of the shape's bounding circle, as a fraction of the short side, so
-# that the extent is roughly 20-60% of the short side at any resolution.
-MIN_OBJECT_RADIUS = 0.14
+# that the extent is roughly 30-60% of the short side at any resolution.
+MIN_OBJECT_RADIUS = 0.15
 MAX_OBJECT_RADIUS = 0.30
-MIN_OBJECTS = 1
-OBJECT_SPACING = 0.75
-BORDER_MARGIN = 0.5
-ROTATION = 1.0
-TRIANGLE_SCALE = 1.0
+# Objects per square frame (proportionally more on a wide one: the same density per area).
+MIN_OBJECTS = 2
 MAX_OBJECTS = 4
+# Objects are roughly upright: rotated by at most this angle either way.
+MAX_ROTATION = math.pi / 12.0
+# Triangles are drawn larger than their bounding circle so that their area matches the others'.
+TRIANGLE_SCALE = 1.2
 
-# An object is redrawn (up to CONTRAST_TRIES times, keeping the best draw) while fewer than 3/4 of
-# its pixels differ by at least this RGB distance from what lies beneath them: the colour stays
-# independent of the class, but objects do not vanish into their background.
-MIN_OBJECT_CONTRAST = 60.0
-CONTRAST_QUANTILE = 0.25
+# Background clutter per square frame, the probability of each kind (bars, small blobs, thin open
+# arcs: the arcs are hard negatives for rings) and the opacity range it is blended with.
+MAX_CLUTTER = 2
+CLUTTER_KIND_WEIGHTS = (0.45, 0.4, 0.15)
+CLUTTER_OPACITY = (0.35, 0.8)
+OCCLUDER_PROBABILITY = 0.05
+NOISE_SIGMA = (1.0, 3.0)
+
+# An object's two pattern colours are the mean colour beneath it shifted by random RGB offsets of at
+# least this length (and at least this far from each other), wrapped around the cube. The object is
+# redrawn (up to CONTRAST_TRIES times, keeping the best draw) while more than 5% of its pixels are
+# closer than MIN_OBJECT_CONTRAST to what lies beneath them.
+MIN_COLOUR_OFFSET = 110.0
+MIN_OBJECT_CONTRAST = 110.0
+CONTRAST_QUANTILE = 0.05
 CONTRAST_TRIES = 8
 
 CIRCLE_POINTS = 48
-
-# Objects lie on the background and cast a soft drop shadow away from the scene's light.
-SHADOW_STRENGTH = (0.0, 0.0)
-SHADOW_OFFSET = (0.02, 0.05)
 
 
 def render_sample(seed: int, index: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,11 +106,8 @@ def render_sample(seed: int, index: int, height: int, width: int) -> tuple[np.nd
     for polygons in sample_clutter(rng, height, width):
         opacity = rng.uniform(*CLUTTER_OPACITY)
         paste_layer(rng, image, mask, polygons, 0, CLUTTER_STYLE, opacity=opacity)
-    light = rng.uniform(0.0, 2.0 * math.pi)
     for label, polygons in sample_objects(rng, height, width):
-        if SHADOW_STRENGTH[1] > 0:
-            cast_shadow(rng, image, polygons, light, short)
-        paste_layer(rng, image, mask, polygons, label, OBJECT_STYLE, check_contrast=True)
+        paste_layer(rng, image, mask, polygons, label, OBJECT_STYLE, stand_out=True)
     for polygons in sample_occluders(rng, height, width):
         paste_layer(rng, image, mask, polygons, 0, CLUTTER_STYLE)
 
@@ -100,24 +117,45 @@ def render_sample(seed: int, index: int, height: int, width: int) -> tuple[np.nd
 
 
 # ---------------------------------------------------------------------------------------------
-# Colours and textures (one distribution for objects, background and clutter alike)
+# Colours and textures (colours from one distribution for objects, background and clutter alike)
 
 
 def sample_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0.0, 255.0, size=3).astype(np.float32)
 
 
-def sample_colour_pair(rng: np.random.Generator, style: dict) -> tuple[np.ndarray, np.ndarray]:
+def sample_colour_pair(rng: np.random.Generator, style: Style) -> tuple[np.ndarray, np.ndarray]:
     first = sample_colour(rng)
-    if rng.random() >= style["subtle"]:
-        second = sample_colour(rng)
-        for _ in range(4):
-            if np.linalg.norm(second - first) >= style.get("pair_min", 0.0):
-                break
-            second = sample_colour(rng)
-        return first, second
+    if rng.random() >= style.subtle:
+        return first, sample_colour(rng)
     # A close second colour gives subtle textures, not only high-contrast ones.
-    second = np.clip(first + rng.normal(0.0, style["spread"], size=3), 0.0, 255.0).astype(np.float32)
+    second = np.clip(first + rng.normal(0.0, style.spread, size=3), 0.0, 255.0).astype(np.float32)
+    return first, second
+
+
+def sample_offset(rng: np.random.Generator, avoid: np.ndarray | None = None) -> np.ndarray:
+    """A random RGB offset of length >= MIN_COLOUR_OFFSET (and as far from `avoid`), by rejection."""
+    offset = rng.uniform(-128.0, 128.0, size=3)
+    for _ in range(20):
+        if np.linalg.norm(offset) >= MIN_COLOUR_OFFSET and (
+            avoid is None or np.linalg.norm(offset - avoid) >= MIN_COLOUR_OFFSET
+        ):
+            break
+        offset = rng.uniform(-128.0, 128.0, size=3)
+    return offset
+
+
+def sample_contrasting_pair(rng: np.random.Generator, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two colours far from `reference` and from each other.
+
+    Each is `reference` plus an offset, wrapped modulo 256 per channel: the wrapped sum of a uniform
+    colour and any independent offset is uniform again, so object colours keep the distribution of
+    background colours, while each channel still moves by at least the offset's size.
+    """
+    first_offset = sample_offset(rng)
+    second_offset = sample_offset(rng, avoid=first_offset)
+    first = np.mod(reference + first_offset, 256.0).clip(0.0, 255.0).astype(np.float32)
+    second = np.mod(reference + second_offset, 256.0).clip(0.0, 255.0).astype(np.float32)
     return first, second
 
 
@@ -128,21 +166,26 @@ def paint_texture(
     height: int,
     width: int,
     short: int,
-    style: dict,
+    style: Style,
+    reference: np.ndarray | None = None,
 ) -> np.ndarray:
     """A float32 (height, width, 3) texture for the image box at (top, left).
 
     Texture scales are fractions of the image's short side, never of the object, so a texture's
-    frequency says nothing about what it is painted on.
+    frequency says nothing about what it is painted on. With a `reference` colour, the texture's
+    colours are chosen to contrast with it.
     """
-    kind = TEXTURES[rng.choice(len(TEXTURES), p=style["weights"])]
-    first, second = sample_colour_pair(rng, style)
-    weight = compute_texture_weight(rng, kind, top, left, height, width, short * style["scale"])
+    kind = TEXTURES[rng.choice(len(TEXTURES), p=style.weights)]
+    if reference is None:
+        first, second = sample_colour_pair(rng, style)
+    else:
+        first, second = sample_contrasting_pair(rng, reference)
+    weight = compute_texture_weight(rng, kind, top, left, height, width, short * style.scale, style.hard)
     return first + (second - first) * weight[..., None]
 
 
 def compute_texture_weight(
-    rng: np.random.Generator, kind: str, top: int, left: int, height: int, width: int, short: float
+    rng: np.random.Generator, kind: str, top: int, left: int, height: int, width: int, short: float, hard: float
 ) -> np.ndarray:
     """Mixing weight in [0, 1] between the texture's two colours, shape (height, width)."""
     ys = np.arange(top, top + height, dtype=np.float32)[:, None]
@@ -154,7 +197,7 @@ def compute_texture_weight(
     if kind == "stripes":
         period = max(3.0, rng.uniform(0.04, 0.15) * short)
         wave = np.sin(along * (2.0 * math.pi / period) + rng.uniform(0.0, 2.0 * math.pi))
-        if rng.random() < 0.6:
+        if rng.random() < hard:
             return (wave > rng.uniform(-0.5, 0.5)).astype(np.float32)
         return 0.5 + 0.5 * wave
     if kind == "checker":
@@ -163,15 +206,17 @@ def compute_texture_weight(
         parity = (np.floor(along / cell) + np.floor(across / cell)) % 2.0
         return parity.astype(np.float32)
     if kind == "noise":
-        return compute_noise_weight(rng, height, width, short)
+        return compute_noise_weight(rng, height, width, short, hard)
     # gradient: a linear ramp across a random length, centred on the box
     centre = (left + width / 2.0) * math.cos(angle) + (top + height / 2.0) * math.sin(angle)
     length = rng.uniform(0.3, 1.5) * short
     return np.clip(0.5 + (along - centre) / length, 0.0, 1.0)
 
 
-def compute_noise_weight(rng: np.random.Generator, height: int, width: int, short: float) -> np.ndarray:
-    """Smooth value noise (upsampled random grid), sometimes thresholded into hard-edged blobs."""
+def compute_noise_weight(
+    rng: np.random.Generator, height: int, width: int, short: float, hard: float
+) -> np.ndarray:
+    """Smooth value noise (upsampled random grid), sometimes thresholded into hard-edged blotches."""
     cell = max(2.0, rng.uniform(0.05, 0.2) * short)
     grid_h = max(2, math.ceil(height / cell) + 1)
     grid_w = max(2, math.ceil(width / cell) + 1)
@@ -180,7 +225,7 @@ def compute_noise_weight(rng: np.random.Generator, height: int, width: int, shor
         (round(grid_w * cell), round(grid_h * cell)), Image.Resampling.BILINEAR
     )
     weight = np.asarray(field, dtype=np.float32)[:height, :width]
-    if rng.random() < 0.5:
+    if rng.random() < hard:
         return (weight > rng.uniform(0.35, 0.65)).astype(np.float32)
     return weight
 
@@ -196,7 +241,7 @@ def make_circle(aspect: float = 1.0) -> np.ndarray:
 
 
 def make_unit_shape(rng: np.random.Generator, name: str) -> list[tuple[np.ndarray, int]]:
-    """The shape `name` in a unit bounding circle, centred on the origin, before rotation."""
+    """The shape `name` in a unit bounding circle, centred on the origin, upright, before rotation."""
     if name == "disk":
         return [(0.9 * make_circle(rng.uniform(0.8, 1.0)), 1)]
     if name == "ring":
@@ -209,7 +254,8 @@ def make_unit_shape(rng: np.random.Generator, name: str) -> list[tuple[np.ndarra
         corners = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
         return [(half * corners * [stretch, 1.0], 1)]
     if name == "triangle":
-        angles = math.pi / 2.0 + np.arange(3) * (2.0 * math.pi / 3.0) + rng.uniform(-0.14, 0.14, 3)
+        # Apex up in image coordinates (y grows downwards).
+        angles = -math.pi / 2.0 + np.arange(3) * (2.0 * math.pi / 3.0) + rng.uniform(-0.14, 0.14, 3)
         radii = TRIANGLE_SCALE * rng.uniform(0.9, 1.0, 3)
         return [(np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1), 1)]
     if name == "cross":
@@ -279,10 +325,9 @@ def sample_clutter(rng: np.random.Generator, height: int, width: int) -> list[li
 
 
 def sample_objects(rng: np.random.Generator, height: int, width: int) -> list[tuple[int, list[tuple[np.ndarray, int]]]]:
-    """One to a few labelled shapes, spread so that they overlap partly but rarely hide each other."""
+    """A few labelled shapes, spread so that they overlap partly but rarely hide each other."""
     short = min(height, width)
     aspect = max(height, width) / short
-    # MIN_OBJECTS-MAX_OBJECTS on a square frame, proportionally more on a wide one (same density).
     count = int(rng.integers(round(MIN_OBJECTS * aspect), 1 + round(MAX_OBJECTS * aspect)))
     placed: list[tuple[np.ndarray, float]] = []
     objects = []
@@ -292,7 +337,8 @@ def sample_objects(rng: np.random.Generator, height: int, width: int) -> list[tu
         centre = sample_centre(rng, height, width, radius, placed)
         placed.append((centre, radius))
         unit = make_unit_shape(rng, CLASS_NAMES[label])
-        objects.append((label, place_shape(unit, centre, radius, ROTATION * rng.uniform(-math.pi, math.pi))))
+        angle = rng.uniform(-MAX_ROTATION, MAX_ROTATION)
+        objects.append((label, place_shape(unit, centre, radius, angle)))
     return objects
 
 
@@ -300,17 +346,17 @@ def sample_centre(
     rng: np.random.Generator, height: int, width: int, radius: float, placed: list[tuple[np.ndarray, float]]
 ) -> np.ndarray:
     # Centres may sit a little outside the frame's inner margin, so some objects are cut by the border.
-    margin = BORDER_MARGIN * radius
+    margin = 0.5 * radius
     centre = np.zeros(2)
     for _ in range(10):
         centre = np.array([rng.uniform(margin, width - margin), rng.uniform(margin, height - margin)])
-        if all(np.hypot(*(centre - other)) > OBJECT_SPACING * (radius + other_radius) for other, other_radius in placed):
+        if all(np.hypot(*(centre - other)) > 0.75 * (radius + other_radius) for other, other_radius in placed):
             break
     return centre
 
 
 def sample_occluders(rng: np.random.Generator, height: int, width: int) -> list[list[tuple[np.ndarray, int]]]:
-    """Sometimes a thin background bar crosses in front of everything (a wire before the objects)."""
+    """Rarely a thin background bar crosses in front of everything (a wire before the objects)."""
     if rng.random() >= OCCLUDER_PROBABILITY:
         return []
     short = min(height, width)
@@ -347,8 +393,8 @@ def paste_layer(
     mask: np.ndarray,
     polygons: list[tuple[np.ndarray, int]],
     label: int,
-    style: dict,
-    check_contrast: bool = False,
+    style: Style,
+    stand_out: bool = False,
     opacity: float = 1.0,
 ) -> None:
     height, width = mask.shape
@@ -358,68 +404,45 @@ def paste_layer(
     top, left, coverage = raster
     box = (slice(top, top + coverage.shape[0]), slice(left, left + coverage.shape[1]))
     beneath = image[box]
-    texture = choose_texture(rng, beneath, coverage, min(height, width), top, left, style, check_contrast)
+    short = min(height, width)
+    if stand_out:
+        texture = choose_contrasting_texture(rng, beneath, coverage, short, top, left, style)
+    else:
+        texture = paint_texture(rng, top, left, coverage.shape[0], coverage.shape[1], short, style)
     if opacity < 1.0:
         texture = beneath + opacity * (texture - beneath)
     image[box][coverage] = texture[coverage]
     mask[box][coverage] = label
 
 
-def choose_texture(
+def choose_contrasting_texture(
     rng: np.random.Generator,
     beneath: np.ndarray,
     coverage: np.ndarray,
     short: int,
     top: int,
     left: int,
-    style: dict,
-    check_contrast: bool,
+    style: Style,
 ) -> np.ndarray:
-    """A texture for the box; for objects, the first of a few draws that stands out from beneath."""
+    """An object's texture: the first of a few draws that stands out from what lies beneath."""
     height, width = coverage.shape
-    texture = paint_texture(rng, top, left, height, width, short, style)
-    if not check_contrast:
-        return texture
     under = beneath[coverage]
-    best, best_contrast = texture, measure_contrast(texture[coverage], under)
-    for _ in range(CONTRAST_TRIES - 1):
-        if best_contrast >= MIN_OBJECT_CONTRAST:
-            break
-        texture = paint_texture(rng, top, left, height, width, short, style)
+    reference = under.mean(axis=0)
+    best, best_contrast = None, -1.0
+    for _ in range(CONTRAST_TRIES):
+        texture = paint_texture(rng, top, left, height, width, short, style, reference)
         contrast = measure_contrast(texture[coverage], under)
         if contrast > best_contrast:
             best, best_contrast = texture, contrast
+        if best_contrast >= MIN_OBJECT_CONTRAST:
+            break
     return best
 
 
 def measure_contrast(over: np.ndarray, under: np.ndarray) -> float:
-    """A low quantile of the per-pixel RGB distance: most of the object must differ from beneath."""
+    """A low quantile of the per-pixel RGB distance: nearly all the object must differ from beneath."""
     distance = np.sqrt(((over - under) ** 2).sum(axis=1))
     return float(np.quantile(distance, CONTRAST_QUANTILE))
-
-
-def cast_shadow(
-    rng: np.random.Generator, image: np.ndarray, polygons: list[tuple[np.ndarray, int]], light: float, short: int
-) -> None:
-    """Darken what lies beneath the object's outline, shifted away from the light and softened."""
-    height, width = image.shape[:2]
-    distance = rng.uniform(*SHADOW_OFFSET) * short
-    shift = np.array([math.cos(light), math.sin(light)]) * distance
-    strength = rng.uniform(*SHADOW_STRENGTH)
-    blur = max(0.5, 0.35 * distance)
-    pad = math.ceil(2.0 * blur) + 1
-    raster = rasterise([(points + shift, fill) for points, fill in polygons], height, width)
-    if raster is None:
-        return
-    top, left, coverage = raster
-    canvas = np.zeros((coverage.shape[0] + 2 * pad, coverage.shape[1] + 2 * pad), dtype=np.uint8)
-    canvas[pad:-pad, pad:-pad] = coverage * 255
-    soft = Image.fromarray(canvas).filter(ImageFilter.GaussianBlur(blur))
-    shade = np.asarray(soft, dtype=np.float32) * (strength / 255.0)
-    top, left = top - pad, left - pad
-    y0, x0 = max(0, top), max(0, left)
-    y1, x1 = min(height, top + shade.shape[0]), min(width, left + shade.shape[1])
-    image[y0:y1, x0:x1] *= 1.0 - shade[y0 - top:y1 - top, x0 - left:x1 - left, None]
 
 
 def apply_lighting(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:

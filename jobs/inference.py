@@ -1,0 +1,101 @@
+"""Using a trained checkpoint: rebuild its model, preprocess exactly as in training, predict, draw."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from workers.exceptions import DataError
+from seg_models.registry import build_model
+from workers.augment import Normalize
+from workers.checkpointing import load_checkpoint
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+OVERLAY_ALPHA = 0.5
+
+
+@dataclass
+class TrainedModel:
+    model: torch.nn.Module
+    height: int
+    width: int
+    normalize: Normalize
+    class_names: list[str]
+    palette: np.ndarray  # (classes, 3) uint8
+    trial: dict
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 HxWx3 of any size -> the normalised CHW tensor at the training size."""
+        resized = Image.fromarray(image).resize((self.width, self.height), Image.BILINEAR)
+        return self.normalize(np.asarray(resized))
+
+
+def load_trained_model(checkpoint: str | Path, device: str = "cpu") -> TrainedModel:
+    state = load_checkpoint(checkpoint, map_location=device)
+    trial, facts = state["trial"], state["dataset"]
+    model = build_model(trial["arch"], state["num_classes"], trial["model"])
+    model.load_state_dict(state["model"])
+    model.eval().to(device)
+    height, width = facts["image_size"]
+    return TrainedModel(model=model, height=height, width=width, normalize=Normalize(facts["mean"], facts["std"]),
+                        class_names=facts["class_names"], palette=np.asarray(facts["palette"], np.uint8),
+                        trial=trial)
+
+
+def collect_images(paths: list[Path]) -> list[Path]:
+    """Files as given, folders expanded to the images they hold (sorted)."""
+    images = []
+    for path in paths:
+        if path.is_dir():
+            images += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists():
+            images.append(path)
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    if not images:
+        raise DataError(f"no images found in {', '.join(map(str, paths))} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return images
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError) as error:
+        raise DataError(f"{path}: not a readable image ({error})") from None
+
+
+@torch.no_grad()
+def predict_classes(trained: TrainedModel, images: list[np.ndarray], device: str = "cpu") -> list[np.ndarray]:
+    """Class-index maps at each image's own size (the training-size prediction, resized nearest)."""
+    batch = torch.stack([trained.preprocess(image) for image in images]).to(device)
+    predictions = trained.model(batch).argmax(dim=1).to(torch.uint8).cpu().numpy()
+    return [
+        np.asarray(Image.fromarray(prediction).resize((image.shape[1], image.shape[0]), Image.NEAREST))
+        for prediction, image in zip(predictions, images)
+    ]
+
+
+def colorize(classes: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    lookup = np.full((256, 3), 255, np.uint8)  # ignore and unknown ids draw white
+    lookup[: len(palette)] = palette
+    return lookup[classes]
+
+
+def overlay(image: np.ndarray, colored: np.ndarray) -> np.ndarray:
+    return (image * (1 - OVERLAY_ALPHA) + colored * OVERLAY_ALPHA).round().astype(np.uint8)
+
+
+def write_prediction(out: Path, stem: str, image: np.ndarray, classes: np.ndarray, palette: np.ndarray,
+                     raw: bool) -> list[Path]:
+    colored = colorize(classes, palette)
+    written = [out / f"{stem}_mask.png", out / f"{stem}_overlay.png"]
+    Image.fromarray(colored).save(written[0])
+    Image.fromarray(overlay(image, colored)).save(written[1])
+    if raw:
+        written.append(out / f"{stem}_classes.png")
+        Image.fromarray(classes).save(written[2])
+    return written
