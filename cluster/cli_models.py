@@ -48,7 +48,8 @@ def predict(
     """Colourised masks and overlays for images, preprocessed exactly as in training."""
     from rich.progress import Progress
 
-    from workers.inference import collect_images, load_trained_model, predict_classes, read_rgb, write_prediction
+    from jobs.inference import collect_images, load_trained_model, predict_classes, write_prediction
+    from jobs.sources.images import read_rgb
 
     trained = load_trained_model(checkpoint)
     paths = collect_images(inputs)
@@ -70,16 +71,31 @@ def export(
     format: str = typer.Option("torchscript", "--format", help="torchscript or onnx"),
     out: Optional[Path] = typer.Option(None, "--out", help="output file (default: next to the checkpoint)"),
 ) -> None:
-    """Export a trained model for inference without segq (input: 1x3xHxW at the training size)."""
-    import torch
-
+    """Export a trained model for inference without segq (input: 1x3xHxW at the training size,
+    normalised with the dataset's mean/std), with that input contract embedded and printed."""
     from seg_models.export import export_model
     from workers.checkpointing import checkpoint_file
-    from workers.inference import load_trained_model
+    from jobs.inference import load_trained_model
 
     trained = load_trained_model(checkpoint)
+    contract = input_contract(checkpoint)
     suffix = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}.get(format, "")
     target = out or checkpoint_file(checkpoint).with_name(f"model{suffix}")
-    example = torch.zeros(1, 3, trained.height, trained.width)
-    export_model(trained.model, example, target, format)
-    console.print(f"wrote {target} (input 1x3x{trained.height}x{trained.width}, {len(trained.class_names)} classes)")
+    export_model(trained.model, contract, target, format)
+    # Plain text: the contract's lists would otherwise be read as rich markup or wrapped.
+    for line in (f"wrote {target} (input 1x3x{contract.height}x{contract.width}, {len(contract.class_names)} classes)",
+                 contract.describe()):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def input_contract(checkpoint: Path):
+    """The preprocessing the checkpoint's model was trained with, from the dataset facts it stores
+    (the exact mean/std, where the loaded model keeps only their float32 copies)."""
+    from seg_models.export import InputContract
+    from workers.checkpointing import load_checkpoint
+
+    facts = load_checkpoint(checkpoint)["dataset"]
+    height, width = facts["image_size"]
+    return InputContract(height=int(height), width=int(width), mean=[float(v) for v in facts["mean"]],
+                         std=[float(v) for v in facts["std"]], class_names=[str(n) for n in facts["class_names"]],
+                         palette=[[int(c) for c in colour] for colour in facts["palette"]])

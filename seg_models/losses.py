@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cluster.exceptions import SpecError
+from seg_models.exceptions import SpecError
 
 USES_CLASS_WEIGHTS = ("weighted_ce", "ce_dice")
 
@@ -41,6 +41,29 @@ class DiceLoss(nn.Module):
         return 1 - dice.mean()
 
 
+class CrossEntropy(nn.CrossEntropyLoss):
+    """nn.CrossEntropyLoss, except when its weighted mean has nothing to divide by: a batch whose
+    pixels are all ignored (or all of zero-weight classes) gives a zero loss with zero gradients
+    instead of 0/0 = NaN, which the optimizer would write into every weight."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if counted_weight(target, self.weight, self.ignore_index) > 0:
+            return super().forward(logits, target)
+        return zero_loss(logits)
+
+
+def counted_weight(target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int) -> torch.Tensor | int:
+    """The denominator of the mean cross-entropy: the summed class weights of the valid pixels."""
+    labels = target[target != ignore_index]
+    return labels.numel() if weight is None else weight[labels].sum()
+
+
+def zero_loss(logits: torch.Tensor) -> torch.Tensor:
+    # Still a function of the logits, so backward reaches every parameter (with zeros) and DDP
+    # finds the gradients it waits for on every rank.
+    return logits.sum() * 0.0
+
+
 class SumOfLosses(nn.Module):
     def __init__(self, *losses: nn.Module):
         super().__init__()
@@ -51,7 +74,7 @@ class SumOfLosses(nn.Module):
 
 
 def cross_entropy(num_classes: int, ignore_index: int, weights: torch.Tensor | None) -> nn.Module:
-    return nn.CrossEntropyLoss(weight=weights, ignore_index=ignore_index)
+    return CrossEntropy(weight=weights, ignore_index=ignore_index)
 
 
 def dice(num_classes: int, ignore_index: int, weights: torch.Tensor | None) -> nn.Module:
@@ -79,7 +102,7 @@ def build_loss(name: str, num_classes: int, ignore_index: int = 255,
     if name not in LOSSES:
         raise SpecError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
     if name == "weighted_ce" and class_weights is None:
-        raise SpecError("weighted_ce needs class_weights, one per class (see class_weights_from_histogram)")
+        raise SpecError("weighted_ce needs class_weights, one per class (see global_median_frequency_weights)")
     if class_weights is not None and name not in USES_CLASS_WEIGHTS:
         raise SpecError(f"class_weights apply only to {' and '.join(USES_CLASS_WEIGHTS)}, not {name}; "
                         "drop them or choose weighted_ce")
@@ -96,10 +119,13 @@ def weights_tensor(class_weights: list[float], num_classes: int) -> torch.Tensor
     return torch.tensor(class_weights, dtype=torch.float32)
 
 
-def class_weights_from_histogram(pixel_counts: list[int]) -> list[float]:
-    """Median-frequency balancing (Eigen & Fergus 2015): weight = median frequency / frequency,
-    the median taken over the classes present. The total pixel count cancels, so this is
-    median count / count; absent classes get weight 0."""
+def global_median_frequency_weights(pixel_counts: list[int]) -> list[float]:
+    """Class weights from one global class-pixel histogram (the train split's): median count /
+    count, the median taken over the classes with pixels; a class without pixels gets 0.
+
+    A class's frequency here is its share of all the split's pixels. That is not Eigen & Fergus's
+    median-frequency balancing, which divides a class's pixels by the pixels of only the images
+    that contain the class; the histogram alone cannot give that."""
     if any(count < 0 for count in pixel_counts):
         raise SpecError(f"pixel counts must be non-negative, got {pixel_counts}")
     present = [count for count in pixel_counts if count > 0]

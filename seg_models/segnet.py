@@ -25,7 +25,6 @@ class SegNetOptions(BackboneOptions):
 class PooledFeatures(NamedTuple):
     x: torch.Tensor
     indices: list[torch.Tensor]  # one per max-pool, shallow to deep
-    sizes: list[torch.Size]  # the size each max-pool received
 
 
 class SegNetEncoder(nn.Module):
@@ -37,25 +36,36 @@ class SegNetEncoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> PooledFeatures:
-        indices, sizes = [], []
+        indices = []
         for layer in self.features:
             if isinstance(layer, nn.MaxPool2d):
-                sizes.append(x.shape[-2:])
                 x, index = layer(x)
                 indices.append(index)
             else:
                 x = layer(x)
-        return PooledFeatures(x, indices, sizes)
+        return PooledFeatures(x, indices)
+
+
+class DoublingMaxUnpool2d(nn.MaxUnpool2d):
+    """2x2 un-pooling to exactly twice the input size. Inputs are divisible by the output stride, so
+    every pool halved its input exactly. The aten op is called directly because nn.MaxUnpool2d's
+    size check does not survive tracing (TorchScript export)."""
+
+    def __init__(self):
+        super().__init__(2, stride=2)
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten.max_unpool2d(x, indices, [2 * x.shape[-2], 2 * x.shape[-1]])
 
 
 class SegNetDecoderStage(nn.Module):
     def __init__(self, convs: list[nn.Module]):
         super().__init__()
-        self.unpool = nn.MaxUnpool2d(2, stride=2)
+        self.unpool = DoublingMaxUnpool2d()
         self.convs = nn.Sequential(*convs)
 
-    def forward(self, x: torch.Tensor, indices: torch.Tensor, size: torch.Size) -> torch.Tensor:
-        return self.convs(self.unpool(x, indices, output_size=size))
+    def forward(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return self.convs(self.unpool(x, indices))
 
 
 class SegNetDecoder(nn.Module):
@@ -77,8 +87,8 @@ class SegNetDecoder(nn.Module):
 
     def forward(self, pooled: PooledFeatures) -> torch.Tensor:
         x = pooled.x
-        for stage, indices, size in zip(self.stages, reversed(pooled.indices), reversed(pooled.sizes)):
-            x = stage(x, indices, size)
+        for stage, indices in zip(self.stages, reversed(pooled.indices)):
+            x = stage(x, indices)
         return x
 
 

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from cluster.exceptions import SpecError
-from seg_models.losses import build_loss, class_weights_from_histogram
+from seg_models.exceptions import SpecError
+from seg_models.losses import build_loss, global_median_frequency_weights
 
 IGNORE = 255
 
@@ -73,12 +73,48 @@ def test_dice_penalises_a_class_predicted_but_absent():
     assert loss.item() == pytest.approx(1 - (3 / 4 + 1 / 2) / 2, rel=1e-12)
 
 
-def test_dice_with_every_pixel_ignored_is_zero_with_finite_gradients():
-    logits = torch.randn(1, 3, 2, 2, requires_grad=True)
-    loss = build_loss("dice", num_classes=3)(logits, torch.full((1, 2, 2), IGNORE))
+# Every loss by name, with the class weights it accepts (weighted_ce needs them).
+ALL_LOSSES = [("ce", None), ("weighted_ce", [1.0, 3.0, 0.5]), ("dice", None), ("ce_dice", [1.0, 3.0, 0.5])]
+
+
+def small_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                               torch.nn.Conv2d(4, 3, 1))
+
+
+@pytest.mark.parametrize("name, class_weights", ALL_LOSSES)
+def test_a_batch_with_every_pixel_ignored_gives_zero_loss_and_zero_gradients(name, class_weights):
+    model = small_model()
+    loss = build_loss(name, num_classes=3, class_weights=class_weights)(
+        model(torch.randn(2, 3, 4, 4)), torch.full((2, 4, 4), IGNORE))
     loss.backward()
     assert loss.item() == 0.0
-    assert torch.isfinite(logits.grad).all()
+    assert all(p.grad is not None and torch.equal(p.grad, torch.zeros_like(p)) for p in model.parameters())
+
+
+@pytest.mark.parametrize("name, class_weights", ALL_LOSSES)
+def test_an_optimizer_step_on_an_all_ignored_batch_leaves_the_weights_unchanged(name, class_weights):
+    model = small_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    build_loss(name, num_classes=3, class_weights=class_weights)(
+        model(torch.randn(2, 3, 4, 4)), torch.full((2, 4, 4), IGNORE)).backward()
+    optimizer.step()
+    assert all(torch.isfinite(p).all() and torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_weighted_ce_on_only_zero_weight_classes_is_zero_not_nan():
+    logits = torch.randn(1, 2, 1, 3, requires_grad=True)
+    loss = build_loss("weighted_ce", num_classes=2, class_weights=[0.0, 1.0])(logits, labels(0, 0, IGNORE))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_one_valid_pixel_is_enough_for_the_usual_cross_entropy():
+    loss = build_loss("ce", num_classes=2)(logits_from_probabilities((0.25, 0.75), (0.5, 0.5)), labels(IGNORE, 1))
+    assert loss.item() == pytest.approx(-math.log(0.5), rel=1e-12)
 
 
 def test_unknown_loss_lists_valid_names():
@@ -108,15 +144,15 @@ def test_class_weights_are_refused_where_unused(name):
         build_loss(name, num_classes=2, class_weights=[1.0, 1.0])
 
 
-def test_median_frequency_balancing():
+def test_global_median_frequency_weights():
     # present counts 10, 20, 40: median 20
-    assert class_weights_from_histogram([10, 20, 0, 40]) == [2.0, 1.0, 0.0, 0.5]
+    assert global_median_frequency_weights([10, 20, 0, 40]) == [2.0, 1.0, 0.0, 0.5]
     # an even number of present classes takes the mean of the middle two: 20
-    assert class_weights_from_histogram([10, 30]) == pytest.approx([2.0, 2 / 3])
+    assert global_median_frequency_weights([10, 30]) == pytest.approx([2.0, 2 / 3])
 
 
-def test_median_frequency_balancing_needs_pixels():
+def test_global_median_frequency_weights_need_pixels():
     with pytest.raises(SpecError, match="no labelled pixels"):
-        class_weights_from_histogram([0, 0, 0])
+        global_median_frequency_weights([0, 0, 0])
     with pytest.raises(SpecError, match="non-negative"):
-        class_weights_from_histogram([5, -1])
+        global_median_frequency_weights([5, -1])
