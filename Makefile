@@ -32,6 +32,7 @@ demo: setup
 	bash examples/demo.sh
 
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 clean-demo:

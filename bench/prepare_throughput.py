@@ -50,7 +50,8 @@ def time_preparation(root: Path, workers: int, size: str, shard_size: int, repea
     """Runs inside the per-worker-count subprocess."""
     import ray
 
-    from jobs.prepare import parse_size, prepare, run_ray_tasks
+    from jobs.prepare import parse_size, prepare
+    from jobs.task_runner import run_ray_tasks
     from jobs.sources.cityscapes import cityscapes_dataset, load_cityscapes
 
     ray.init(address="local", num_cpus=workers, include_dashboard=False, logging_level="ERROR",

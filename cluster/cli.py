@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from cluster import local
-from cluster.cli_context import console, endpoints_of, err, settings_of
+from cluster.cli_context import console, endpoints_of, say, settings_of
 from cluster.cli_aggregator import aggregator_app
 from cluster.cli_data import data_app
 from cluster.cli_eval import eval_app
@@ -18,10 +19,23 @@ from cluster.cli_submit import submit_app
 from cluster.cli_summary import summary_app
 from cluster.cli_watch import watch_app
 from cluster.connect import connect_redis
-from cluster.exceptions import SegqError
+from seg_models.exceptions import SegqError
 from cluster.settings import Settings
 
-app = typer.Typer(help="segq: distributed training jobs for semantic segmentation on Ray.",
+
+class SegqGroup(TyperGroup):
+    """The root command: every SegqError of any subcommand becomes one line and exit 1 here, so
+    the installed `segq` and `typer.testing.CliRunner` behave alike."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SegqError as error:
+            say(f"error: {error}")
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(cls=SegqGroup, help="segq: distributed training jobs for semantic segmentation on Ray.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(data_app, name="data")
 app.add_typer(submit_app, name="submit")
@@ -89,8 +103,5 @@ def status(ctx: typer.Context) -> None:
 def main() -> None:
     try:
         app()
-    except SegqError as error:
-        err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -31,7 +31,7 @@ def aggregator(
     import redis
 
     from cluster.cli_context import redis_url_of
-    from cluster.exceptions import ClusterError
+    from jobs.exceptions import ClusterError
     from jobs.aggregator import Aggregator
     from jobs.records import list_jobs, resolve_job_id
 

@@ -7,27 +7,21 @@ from typing import Optional
 import typer
 
 from cluster.cli_context import console, endpoints_of, err
-from cluster.exceptions import SpecError
+from jobs.sources.registry import describe_flag, describe_sources, open_source, source_flags
+from seg_models.exceptions import SpecError
 
 data_app = typer.Typer(help="Prepare and inspect datasets (Arrow shards).", no_args_is_help=True)
 
-SOURCES = ("synthetic", "cityscapes", "pets", "folder")
-DEFAULT_SPLIT = "0.7,0.15,0.15"
-# Which sources each source-specific flag applies to: a flag given to another source is refused.
-SOURCE_FLAGS = {
-    "--count": ("synthetic",),
-    "--split": ("synthetic", "folder"),
-    "--label-mode": ("cityscapes",),
-    "--val-fraction": ("pets",),
-    "--border": ("pets",),
-    "--classes": ("folder",),
-}
+
+def source_option(flag_name: str):
+    """A flag that only some sources take: not given is None, so a flag given to another source is caught."""
+    return typer.Option(None, flag_name, help=describe_flag(flag_name))
 
 
 @data_app.command("prepare")
 def data_prepare(
     ctx: typer.Context,
-    source: str = typer.Argument(..., help="synthetic, cityscapes, pets or folder"),
+    source: str = typer.Argument(..., help=describe_sources()),
     root: Optional[Path] = typer.Argument(None, help="the dataset's root folder (not used by synthetic)"),
     out: Path = typer.Option(..., "--out", help="output folder for shards and manifest.json"),
     size: str = typer.Option("64x64", "--size", help="HxW of the prepared images"),
@@ -37,28 +31,22 @@ def data_prepare(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing dataset in OUT"),
     skip_bad: bool = typer.Option(False, "--skip-bad",
                                   help="leave out bad samples (listed in the manifest) instead of failing"),
-    count: Optional[int] = typer.Option(None, "--count", help="synthetic: number of scenes (default 200)"),
-    split: Optional[str] = typer.Option(
-        None, "--split", help=f"synthetic, folder: train,val,test fractions (default {DEFAULT_SPLIT})"),
-    label_mode: Optional[str] = typer.Option(
-        None, "--label-mode", help="cityscapes: train_ids (19 classes, the rest 255) or label_ids (34) (default train_ids)"),
-    val_fraction: Optional[float] = typer.Option(
-        None, "--val-fraction", help="pets: share of trainval held out as val (default 0.1)"),
-    border: Optional[str] = typer.Option(
-        None, "--border", help="pets: the trimap border as a 'class' or 'ignore' (255) (default class)"),
-    classes: Optional[str] = typer.Option(
-        None, "--classes", help="folder: class names a,b,c, id 0 first (instead of ROOT/classes.txt)"),
+    # The source flags reach open_source through ctx.params, by name: the registry knows which source takes which.
+    count: Optional[int] = source_option("--count"),
+    split: Optional[str] = source_option("--split"),
+    label_mode: Optional[str] = source_option("--label-mode"),
+    val_fraction: Optional[float] = source_option("--val-fraction"),
+    border: Optional[str] = source_option("--border"),
+    classes: Optional[str] = source_option("--classes"),
 ) -> None:
     """Prepare a dataset as Arrow shards, one Ray task per shard."""
     from rich.progress import Progress
 
     from cluster.connect import init_ray
-    from jobs.prepare import parse_size, prepare, run_ray_tasks
+    from jobs.prepare import parse_size, prepare
+    from jobs.task_runner import run_ray_tasks
 
-    given = {"--count": count, "--split": split, "--label-mode": label_mode, "--val-fraction": val_fraction,
-             "--border": border, "--classes": classes}
-    check_source_flags(source, root, given)
-    dataset, loader = open_source(source, root, seed, skip_bad, given)
+    dataset, loader = open_source(source, root, seed, skip_bad, given_source_flags(ctx.params))
     endpoints = endpoints_of(ctx, start_if_missing=True)
     init_ray(endpoints.gcs_address)
     # Piped stderr gets no bar: it would leave a blank line before a one-line error.
@@ -73,37 +61,9 @@ def data_prepare(
     report_prepared(manifest, out.resolve())
 
 
-def check_source_flags(source: str, root: Optional[Path], given: dict) -> None:
-    if source not in SOURCES:
-        raise SpecError(f"source {source!r}: unknown; available: {', '.join(SOURCES)}")
-    if source != "synthetic" and root is None:
-        raise SpecError(f"{source}: give the dataset's root folder: segq data prepare {source} ROOT --out DIR")
-    for flag, value in given.items():
-        if value is not None and source not in SOURCE_FLAGS[flag]:
-            raise SpecError(f"{flag} applies to {', '.join(SOURCE_FLAGS[flag])} only, not {source}; drop it")
-
-
-def open_source(source: str, root: Optional[Path], seed: int, skip_bad: bool, given: dict):
-    """The source's Dataset (its samples listed and the layout checked) and its loader."""
-    if source == "cityscapes":
-        from jobs.sources.cityscapes import cityscapes_dataset, load_cityscapes
-
-        return cityscapes_dataset(root, given["--label-mode"] or "train_ids", skip_bad), load_cityscapes
-    if source == "pets":
-        from jobs.sources.pets import load_pets, pets_dataset
-
-        fraction = 0.1 if given["--val-fraction"] is None else given["--val-fraction"]
-        return pets_dataset(root, fraction, seed, given["--border"] or "class", skip_bad), load_pets
-    fractions = parse_fractions(given["--split"] or DEFAULT_SPLIT)
-    if source == "folder":
-        from jobs.sources.folder import folder_dataset, load_folder
-
-        names = parse_classes(given["--classes"]) if given["--classes"] is not None else None
-        return folder_dataset(root, names, fractions, seed, skip_bad), load_folder
-    from jobs.sources.synthetic import load_synthetic, synthetic_dataset
-
-    count = 200 if given["--count"] is None else given["--count"]
-    return synthetic_dataset(count, seed, fractions), load_synthetic
+def given_source_flags(params: dict) -> dict:
+    """The source flags of the command line by flag name ("--val-fraction"), None where not given."""
+    return {name: params[name.removeprefix("--").replace("-", "_")] for name in source_flags()}
 
 
 def report_prepared(manifest: dict, out: Path) -> None:
@@ -121,20 +81,6 @@ def report_prepared(manifest: dict, out: Path) -> None:
                   f"under 'skipped'; first: {skipped['samples'][0]['problem']}", markup=False, highlight=False,
                   soft_wrap=True)
     console.print(f"wrote {out}", markup=False, highlight=False, soft_wrap=True)
-
-
-def parse_fractions(text: str) -> tuple[float, float, float]:
-    try:
-        parts = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise SpecError(f"--split {text!r}: expected three fractions, e.g. 0.7,0.15,0.15") from None
-    if len(parts) != 3:
-        raise SpecError(f"--split {text!r}: expected three fractions, e.g. 0.7,0.15,0.15")
-    return parts  # type: ignore[return-value]
-
-
-def parse_classes(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 @data_app.command("inspect")

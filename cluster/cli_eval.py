@@ -8,12 +8,12 @@ from typing import Optional
 import typer
 
 from cluster.cli_context import console
-from cluster.exceptions import SpecError
+from seg_models.exceptions import SpecError
+from seg_models.metrics import SCORE_NAMES
 
 eval_app = typer.Typer()
 FORMATS = ("table", "json")
-SCORES = (("mIoU", "miou"), ("mDice", "mdice"), ("pixel acc", "pixel_acc"), ("mean acc", "mean_acc"),
-          ("FWIoU", "fwiou"))
+SCORE_LABELS = {"miou": "mIoU", "mdice": "mDice", "pixel_acc": "pixel acc", "mean_acc": "mean acc", "fwiou": "FWIoU"}
 
 
 @eval_app.command("eval")
@@ -61,8 +61,8 @@ def print_evaluation(result) -> None:
     scores.add_column("segq", justify="right")
     if official:
         scores.add_column("official", justify="right")
-    for label, name in SCORES:
-        cells = [label, number(result.scores[name])]
+    for name in SCORE_NAMES:
+        cells = [SCORE_LABELS[name], number(result.scores[name])]
         if official:
             cells.append(number(official["miou"]) if name == "miou" else "")
         scores.add_row(*cells)

@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from enum import Enum
 
 import typer
 
 from cluster.cli_context import console, endpoints_of
-from cluster.connect import connect_redis
+from cluster.connect import connect_redis, jobs_client, try_jobs_client
 
 jobs_app = typer.Typer(help="List, inspect, follow and cancel jobs.", no_args_is_help=True)
 
@@ -35,24 +36,68 @@ def jobs_list(ctx: typer.Context, limit: int = typer.Option(50, help="newest N j
     print_jobs(connect_redis(endpoints_of(ctx).redis_url), limit)
 
 
+class ShowFormat(str, Enum):
+    json = "json"
+    table = "table"
+
+
 @jobs_app.command("show")
-def jobs_show(ctx: typer.Context, job: str = typer.Argument(..., help="job id (or a unique prefix)")) -> None:
-    """Show a job record: status, times, Ray submission, dashboard URL and spec."""
+def jobs_show(
+    ctx: typer.Context,
+    job: str = typer.Argument(..., help="job id (or a unique prefix)"),
+    output_format: ShowFormat = typer.Option(ShowFormat.json, "--format", help="json (default) or table"),
+) -> None:
+    """Show a job record: status, times, Ray submission, dashboard URL, spec and the resolved trials."""
     from jobs.records import JobRecord, resolve_job_id
     from jobs.submit import reconcile
 
     endpoints = endpoints_of(ctx)
     client = connect_redis(endpoints.redis_url)
-    record = reconcile(client, JobRecord.load(client, resolve_job_id(client, job)), endpoints.dashboard_url)
-    data = record.to_dict()
-    data["spec"] = record.spec
-    console.print_json(json.dumps(data))
+    record = JobRecord.load(client, resolve_job_id(client, job))
+    jobs = try_jobs_client(endpoints.dashboard_url)  # without Ray, the record is all there is
+    if jobs is not None:
+        record = reconcile(client, record, jobs)
+    if output_format is ShowFormat.json:
+        console.print_json(json.dumps({**record.to_dict(), "spec": record.spec, "trials": record.trials}))
+    else:
+        print_record(record)
+
+
+def print_record(record) -> None:
+    from rich.table import Table
+
+    facts = Table(title=f"job {record.id}", show_header=False)
+    for name, value in record.to_dict().items():
+        if name not in ("spec", "trials"):
+            facts.add_row(name, value)
+    console.print(facts)
+    console.print(trials_table(record.trials))
+
+
+def trials_table(trials: list[dict]):
+    """The resolved trials; train parameters at their defaults are left out to keep rows short."""
+    from rich.table import Table
+
+    from workers.trial_spec import TrainParams
+
+    defaults = TrainParams().model_dump(mode="json")
+    table = Table(title=f"{len(trials)} trials (train parameters not shown are at their defaults)")
+    for column in ("trial", "arch", "model", "train", "saliency"):
+        table.add_column(column, overflow="fold")
+    for trial in trials:
+        train = {k: v for k, v in trial["train"].items() if k in ("epochs", "lr", "batch_size") or v != defaults.get(k)}
+        table.add_row(trial["name"], trial["arch"], options(trial["model"]), options(train),
+                      options(trial.get("saliency") or {}))
+    return table
+
+
+def options(values: dict) -> str:
+    return " ".join(f"{key}={value}" for key, value in values.items()) or "-"
 
 
 @jobs_app.command("logs")
 def jobs_logs(ctx: typer.Context, job: str = typer.Argument(...)) -> None:
     """Print the driver's log from Ray."""
-    from cluster.connect import jobs_client
     from jobs.records import JobRecord, resolve_job_id
 
     endpoints = endpoints_of(ctx)
@@ -70,5 +115,5 @@ def jobs_cancel(ctx: typer.Context, job: str = typer.Argument(...)) -> None:
     endpoints = endpoints_of(ctx)
     client = connect_redis(endpoints.redis_url)
     record = JobRecord.load(client, resolve_job_id(client, job))
-    cancel(client, record, endpoints.dashboard_url)
+    cancel(client, record, jobs_client(endpoints.dashboard_url))
     console.print(f"{record.id}: cancelled" if not record.status.is_final else f"{record.id}: already {record.status.value}")

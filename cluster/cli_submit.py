@@ -1,15 +1,15 @@
 """`segq submit`: validate a spec, submit it, optionally follow it to the end."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from cluster.cli_context import endpoints_of, err, settings_of
-from cluster.connect import Endpoints, connect_redis
-from cluster.exceptions import SpecError
+from cluster.cli_context import endpoints_of, err, exit_unless_finished, settings_of
+from cluster.connect import Endpoints, connect_redis, jobs_client
+from cluster.settings import Settings
+from seg_models.exceptions import SpecError
 
 submit_app = typer.Typer(help="Submit jobs to the cluster.", no_args_is_help=True)
 
@@ -75,14 +75,14 @@ def submit_sweep(
     wait: bool = WAIT,
 ) -> None:
     """Submit an architecture x hyperparameter sweep. Prints the job id as the last line."""
-    from jobs.spec import SweepSpec, parse_spec
+    from jobs.spec import SweepSpec
 
     spec_data, source = merge_flags(
         spec_file, {"data": data, "archs": split_list(arch), "name": name},
         {"lr": as_value(split_list(lr, float)), "batch_size": as_value(split_list(batch_size, int)), "epochs": epochs},
         {"workers_per_trial": workers_per_trial, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker},
     )
-    submit_and_follow(ctx, "sweep", parse_spec(SweepSpec, spec_data, source), wait)
+    submit_and_follow(ctx, SweepSpec, spec_data, source, wait)
 
 
 @submit_app.command("saliency")
@@ -109,7 +109,7 @@ def submit_saliency(
     wait: bool = WAIT,
 ) -> None:
     """Submit a saliency-iteration job: retrain on progressively reduced images. Prints the job id last."""
-    from jobs.spec import SaliencySpec, parse_spec
+    from jobs.spec import SaliencySpec
 
     spec_data, source = merge_flags(
         spec_file,
@@ -119,83 +119,63 @@ def submit_saliency(
         {"lr": as_value(split_list(lr, float)), "batch_size": as_value(split_list(batch_size, int)), "epochs": epochs},
         {"workers_per_trial": workers_per_trial, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker},
     )
-    submit_and_follow(ctx, "saliency", parse_spec(SaliencySpec, spec_data, source), wait)
+    submit_and_follow(ctx, SaliencySpec, spec_data, source, wait)
 
 
-def check_dataset(root: str) -> None:
-    if "://" in root:
-        return
+def local_manifest(root: str, required: bool) -> dict | None:
+    """The dataset's manifest when this machine sees it (required on the embedded default: a remote
+    cluster may see paths this machine does not)."""
     from workers.shards import read_manifest
 
-    read_manifest(root)
+    if "://" in root or not (required or Path(root).exists()):
+        return None
+    return read_manifest(root)
 
 
-def submit_and_follow(ctx: typer.Context, kind: str, spec, wait: bool) -> None:
-    from jobs.submit import submit
+def validate(ctx: typer.Context, model, spec_data: dict, source: str | None):
+    """The spec and its trials, validated and expanded once, before any connection is made."""
+    from jobs.spec import SaliencySpec, expand_trials, parse_spec
 
-    settings = settings_of(ctx)
-    endpoints = endpoints_of(ctx, start_if_missing=True)
-    client = connect_redis(endpoints.redis_url)
-    embedded = endpoints.gcs_address is not None
-    if embedded:
-        check_dataset(spec.data)  # a remote cluster may see paths this machine does not
+    spec = parse_spec(model, spec_data, source)
+    trials = expand_trials(spec, source)
+    manifest = local_manifest(spec.data, required=settings_of(ctx).embedded())
+    if isinstance(spec, SaliencySpec) and manifest is not None:
+        background = spec.resolve_background(manifest)
+        trials = [trial.model_copy(update={"saliency": trial.saliency.model_copy(
+            update={"background_classes": background})}) for trial in trials]
+    return spec, trials
+
+
+def deployment_of(settings: Settings, endpoints: Endpoints):
+    from jobs.deployment import Deployment
+
+    embedded = settings.embedded()
     # A real cluster keeps its own SEGQ_STORAGE (shared storage) unless one is given here.
     storage = settings.resolved_storage() if embedded or settings.storage else None
-    record = submit(client, endpoints, kind, spec, storage, embedded, settings.cluster_redis_url)
-    err.print(f"submitted {kind} {record.id} ({len(spec.trials())} trials); dashboard: {record.dashboard_url}")
+    return Deployment(redis_url=settings.cluster_redis_url or endpoints.redis_url, storage=storage,
+                      embedded=embedded)
+
+
+def submit_and_follow(ctx: typer.Context, model, spec_data: dict, source: str | None, wait: bool) -> None:
+    from jobs.submit import submit
+
+    spec, trials = validate(ctx, model, spec_data, source)
+    endpoints = endpoints_of(ctx, start_if_missing=True)
+    client = connect_redis(endpoints.redis_url)
+    jobs = jobs_client(endpoints.dashboard_url)
+    record = submit(client, jobs, spec, trials, deployment_of(settings_of(ctx), endpoints), endpoints.dashboard_url)
+    err.print(f"submitted {spec.kind} {record.id} ({len(trials)} trials); dashboard: {record.dashboard_url}")
     if wait:
-        final = follow(client, record.id, endpoints)
+        final = follow_with_progress(client, jobs, record)
         if final.status.value != "finished":
             print(record.id)
-            err.print(f"job {record.id} {final.status.value}: {final.error.strip().splitlines()[-1] if final.error else ''}")
-            raise typer.Exit(1)
+            exit_unless_finished(final)
     print(record.id)
 
 
-def follow(client, job_id: str, endpoints: Endpoints):
-    """Progress over trials x epochs until the job ends; returns the final record."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def follow_with_progress(client, jobs, record):
+    """Progress over trials x epochs until the job ends (or its driver dies); the final record."""
+    from jobs.follow import follow
+    from jobs.watch import ProgressBar
 
-    from jobs.records import JobRecord
-    from jobs.submit import reconcile
-    from jobs.summary import trial_rows
-
-    record = JobRecord.load(client, job_id)
-    expected_trials = len(expected_trial_names(record))
-    epochs_per_trial = max(1, expected_epochs(record))
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[best]}")]
-    with Progress(*columns, console=err) as progress:
-        bar = progress.add_task(f"{job_id} queued", total=expected_trials * epochs_per_trial, best="")
-        polls = 0
-        while True:
-            record = JobRecord.load(client, job_id)
-            rows = trial_rows(client, job_id)
-            done = sum(row["epochs"] for row in rows)
-            finished = len({row["trial"] for row in rows if row["status"] in ("finished", "failed")})
-            leader = max((row for row in rows if row["val"]), key=lambda r: r["val"]["miou"] or 0, default=None)
-            best = f"best {leader['trial']} val mIoU {leader['val']['miou']:.3f}" if leader else ""
-            progress.update(bar, completed=done, best=best,
-                            description=f"{job_id} {record.status.value} ({finished}/{expected_trials} trials)")
-            if record.status.is_final:
-                return record
-            polls += 1
-            if polls % 5 == 0:
-                record = reconcile(client, record, endpoints.dashboard_url)
-                if record.status.is_final:
-                    return record
-            time.sleep(1.0)
-
-
-def expected_trial_names(record) -> list[str]:
-    from jobs.spec import SPEC_KINDS
-
-    return [trial.name for trial in SPEC_KINDS[record.kind].model_validate(record.spec).trials()]
-
-
-def expected_epochs(record) -> int:
-    """Epochs a trial trains in all (all iterations of a saliency trial)."""
-    from jobs.spec import SPEC_KINDS
-
-    trials = SPEC_KINDS[record.kind].model_validate(record.spec).trials()
-    return max(trial.train.epochs * (trial.saliency.iterations if trial.saliency else 1) for trial in trials)
+    return follow(client, record.id, ProgressBar(err, record), jobs).record

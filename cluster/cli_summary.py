@@ -10,7 +10,7 @@ import typer
 
 from cluster.cli_context import console, redis_url_of, settings_of
 from cluster.connect import connect_redis
-from cluster.exceptions import SpecError
+from seg_models.exceptions import SpecError
 
 summary_app = typer.Typer()
 FORMATS = ("table", "json", "csv", "md", "html")
@@ -24,22 +24,12 @@ def summary(
     out: Optional[Path] = typer.Option(None, "--out", help="report folder (md/html; with table: also write it)"),
 ) -> None:
     """Compare trials: val/test scores, per-class IoU, cost; md/html write a report with PNG plots."""
-    from rich.table import Table
-
-    from jobs.aggregator import Aggregator
-    from jobs.records import JobRecord, resolve_job_id
-    from jobs.report import comparison_rows, write_csv, write_report
-    from jobs.summary import trial_rows
+    from jobs.tables import write_csv
 
     if format not in FORMATS:
         raise SpecError(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
     client = connect_redis(redis_url_of(ctx))
-    job_ids = [resolve_job_id(client, job) for job in jobs]
-    records, rows = [], []
-    for job_id in job_ids:
-        Aggregator(client, job_id).drain()  # idempotent: brings the summary up to the stream's end
-        records.append(JobRecord.load(client, job_id))
-        rows += trial_rows(client, job_id)
+    job_ids, records, rows = load_trials(client, jobs)
     if format == "json":
         print(json.dumps(rows, indent=2))
         return
@@ -47,17 +37,45 @@ def summary(
         write_csv(rows, sys.stdout)
         return
     if format == "table":
-        header, body = comparison_rows(rows, compact=True)
-        table = Table(title=", ".join(f"{r.id} ({r.status.value})" for r in records))
-        for column in header:
-            table.add_column(column, justify="left" if column in ("job", "trial", "arch", "status") else "right",
-                             no_wrap=column in ("job", "trial"))
-        for line in body:
-            table.add_row(*line)
-        console.print(table)
+        print_comparison(rows, records)
         if out is None:
             return
-    target = out or settings_of(ctx).resolved_home() / "reports" / "_".join(job_ids)
-    files = write_report(rows, records, target)
+    print_report(rows, records, out or settings_of(ctx).resolved_home() / "reports" / "_".join(job_ids))
+
+
+def load_trials(client, jobs: List[str]) -> tuple[list[str], list, list[dict]]:
+    """The job ids, records and trial rows of JOBS, each job's summary brought up to date first."""
+    from jobs.aggregator import Aggregator
+    from jobs.records import JobRecord, resolve_job_id
+    from jobs.summary import trial_rows
+
+    job_ids = [resolve_job_id(client, job) for job in jobs]
+    records, rows = [], []
+    for job_id in job_ids:
+        Aggregator(client, job_id).drain()  # idempotent: brings the summary up to the stream's end
+        records.append(JobRecord.load(client, job_id))
+        rows += trial_rows(client, job_id)
+    return job_ids, records, rows
+
+
+def print_comparison(rows: list[dict], records: list) -> None:
+    from rich.table import Table
+
+    from jobs.tables import Ranking, comparison_rows
+
+    header, body = comparison_rows(rows, Ranking.of(records), compact=True)
+    table = Table(title=", ".join(f"{r.id} ({r.status.value})" for r in records))
+    for column in header:
+        table.add_column(column, justify="left" if column in ("job", "trial", "arch", "status") else "right",
+                         no_wrap=column in ("job", "trial"))
+    for line in body:
+        table.add_row(*line)
+    console.print(table)
+
+
+def print_report(rows: list[dict], records: list, out: Path) -> None:
+    from jobs.report import write_report
+
+    files = write_report(rows, records, out)
     console.print(f"report: {files['report.html']}  (Markdown: {files['report.md']}; "
                   f"{sum(1 for p in files.values() if p.suffix == '.png')} plots)")

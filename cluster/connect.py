@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import redis
 
 from cluster import local
-from cluster.exceptions import ClusterError
+from jobs.exceptions import ClusterError
 from cluster.settings import Settings
 
 
@@ -37,11 +37,21 @@ def resolve(settings: Settings, start_if_missing: bool = False, announce=print) 
         announce(f"no cluster given and none running: starting the embedded default in {home}")
         state, _ = local.up(home)
     redis_url = settings.redis_url or state["redis"]["url"]
-    dashboard_url = settings.ray_address or state["ray"]["dashboard_url"]
-    if "://" not in dashboard_url:
-        dashboard_url = f"http://{dashboard_url}"
     gcs = state["ray"]["address"] if state and not settings.ray_address else None
-    return Endpoints(redis_url=redis_url, dashboard_url=dashboard_url, gcs_address=gcs)
+    return Endpoints(redis_url=redis_url, dashboard_url=dashboard_url_of(settings, state), gcs_address=gcs)
+
+
+def dashboard_url_of(settings: Settings, state: dict | None) -> str | None:
+    """The Ray Jobs API: --address/SEGQ_RAY_ADDRESS, else the running embedded default's, else None."""
+    url = settings.ray_address or (state["ray"]["dashboard_url"] if state else None)
+    if url and "://" not in url:
+        url = f"http://{url}"
+    return url
+
+
+def find_dashboard_url(settings: Settings) -> str | None:
+    """The Ray Jobs API if one is given or running here; never starts anything."""
+    return dashboard_url_of(settings, local.running_state(settings.resolved_home()))
 
 
 def connect_redis(url: str) -> redis.Redis:
@@ -69,6 +79,17 @@ def jobs_client(dashboard_url: str):
         return JobSubmissionClient(dashboard_url)
     except Exception as error:  # Ray raises ConnectionError/RuntimeError/AuthenticationError here
         raise ClusterError(f"cannot reach the Ray Jobs API at {dashboard_url}: {error}") from None
+
+
+def try_jobs_client(dashboard_url: str | None):
+    """The Ray Jobs client, or None when Ray is unknown or cannot be reached (the caller goes on
+    with Redis alone)."""
+    if dashboard_url is None:
+        return None
+    try:
+        return jobs_client(dashboard_url)
+    except ClusterError:
+        return None
 
 
 def init_ray(address: str | None) -> None:

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cluster.exceptions import ClusterError
+from jobs.exceptions import ClusterError
 
 STATE_FILE = "cluster.json"
 PREFERRED_REDIS_PORT = 6380

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
         None, description="Redis URL as the cluster's nodes reach it, when it differs (docker compose)"
     )
 
+    def embedded(self) -> bool:
+        """No Ray address given: the jobs run on the embedded default (running, or started by `submit`)."""
+        return self.ray_address is None
+
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()
 

@@ -8,9 +8,10 @@ Reads through a consumer group (XREADGROUP + XACK). Each step handles, in this o
    new name): XAUTOCLAIM makes them this consumer's;
 3. new entries.
 
-Every update is keyed by (trial, iteration, epoch, split), or sets a trial fact only if no later
-stream entry already set it, and is applied in the same MULTI as its XACK (WATCH guards the
-values it reads). So replaying any part of the stream, in any order, by any number of
+Events follow the contract in workers.events. Every update is keyed by (trial, iteration, epoch,
+split), or sets a trial fact only if no later stream entry already set it, and is applied in the
+same MULTI as its XACK (WATCH guards the values it reads). The leaderboard holds each trial's best
+value of the job's target, as rank 0 decided it (workers.target), never recomputed from scores. So replaying any part of the stream, in any order, by any number of
 aggregators, changes nothing.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ import threading
 import redis
 
 from jobs import keys
+from workers.events import BestEvent, Event, MetricsEvent, TrialEvent, decode_event
+from workers.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,6 @@ DEFAULT_MIN_IDLE_MS = 30_000
 # Field of the trial hash: fact name -> stream id of the event that set it (keeps facts from
 # going back in time when entries are applied out of order).
 FACT_IDS = "fact_ids"
-TRIAL_EVENT_SKIP = ("type", "trial", "ts")
-EVENT_TYPES = ("metrics", "trial")
 
 
 class Aggregator:
@@ -89,34 +90,38 @@ class Aggregator:
             return
         self.apply(entry_id, event)
 
-    def apply(self, entry_id: str, event: dict) -> None:
-        if event["type"] == "metrics":
-            watched = keys.trial_metrics(self.job_id, event["trial"])
-            queue = self.queue_metrics
-        else:
-            watched = keys.trial(self.job_id, event["trial"])
-            queue = self.queue_trial_facts
-        self.client.transaction(lambda pipe: queue(pipe, entry_id, event), watched)
+    def apply(self, entry_id: str, event: Event) -> None:
+        if isinstance(event, TrialEvent):
+            self.client.transaction(lambda pipe: self.queue_trial_facts(pipe, entry_id, event),
+                                    keys.trial(self.job_id, event.trial))
+            return
+        watched = keys.trial_metrics(self.job_id, event.trial)
+        self.client.transaction(lambda pipe: self.queue_measurement(pipe, entry_id, event), watched)
 
-    def queue_metrics(self, pipe: redis.client.Pipeline, entry_id: str, event: dict) -> None:
-        trial = event["trial"]
-        field = keys.metrics_field(event["iteration"], event["epoch"], event["split"])
-        best = best_val_miou(pipe.hgetall(keys.trial_metrics(self.job_id, trial)), field, event)
+    def queue_measurement(self, pipe: redis.client.Pipeline, entry_id: str, event: Event) -> None:
+        """A metrics, best or saliency event: one field of the trial's metrics hash, keyed so that
+        a replay replaces it; a best decision also refreshes the trial's leaderboard entry."""
+        trial = event.trial
+        field, value = measurement_field(event)
+        leader = None
+        if isinstance(event, BestEvent):
+            stored = pipe.hgetall(keys.trial_metrics(self.job_id, trial))
+            leader = trial_best_value(stored | {field: json.dumps(value)}, event.target)
         pipe.multi()
         pipe.sadd(keys.trials(self.job_id), trial)
         # Stored as published (not key-sorted): per-class scores stay in class order.
-        pipe.hset(keys.trial_metrics(self.job_id, trial), field, json.dumps(event["metrics"]))
-        if best is not None:
-            pipe.zadd(keys.leaderboard(self.job_id), {trial: best})
+        pipe.hset(keys.trial_metrics(self.job_id, trial), field, json.dumps(value))
+        if leader is not None:
+            pipe.zadd(keys.leaderboard(self.job_id), {trial: leader})
         pipe.xack(self.stream, keys.AGGREGATOR_GROUP, entry_id)
 
-    def queue_trial_facts(self, pipe: redis.client.Pipeline, entry_id: str, event: dict) -> None:
-        trial_key = keys.trial(self.job_id, event["trial"])
+    def queue_trial_facts(self, pipe: redis.client.Pipeline, entry_id: str, event: TrialEvent) -> None:
+        trial_key = keys.trial(self.job_id, event.trial)
         set_by = json.loads(pipe.hget(trial_key, FACT_IDS) or "{}")
-        facts = {name: value for name, value in event.items() if name not in TRIAL_EVENT_SKIP
-                 and stream_order(entry_id) >= stream_order(set_by.get(name, "0-0"))}
+        facts = {name: value for name, value in event.facts().items()
+                 if stream_order(entry_id) >= stream_order(set_by.get(name, "0-0"))}
         pipe.multi()
-        pipe.sadd(keys.trials(self.job_id), event["trial"])
+        pipe.sadd(keys.trials(self.job_id), event.trial)
         if facts:
             set_by.update({name: entry_id for name in facts})
             mapping = {name: json.dumps(value, sort_keys=True) for name, value in facts.items()}
@@ -138,31 +143,41 @@ class Aggregator:
         self.drain()
 
 
-def parse_event(fields: dict | None) -> dict | None:
-    """The event of a stream entry, or None if it is gone or malformed."""
-    try:
-        event = json.loads((fields or {})["data"])
-    except (KeyError, TypeError, json.JSONDecodeError):
-        return None
-    if not isinstance(event, dict) or not isinstance(event.get("trial"), str):
-        return None
-    if event.get("type") not in EVENT_TYPES:
-        return None
-    if event["type"] == "metrics" and not all(name in event for name in ("iteration", "epoch", "split", "metrics")):
-        return None
-    return event
+def parse_event(fields: dict | None) -> Event | None:
+    """The event of a stream entry, or None if it is gone or breaks the contract."""
+    return decode_event((fields or {}).get("data"))
 
 
-def best_val_miou(stored: dict[str, str], field: str, event: dict) -> float | None:
-    """Best val mIoU of a trial once this event is stored (recomputed, so order and replays
-    don't matter); None when the event is not a val event or no val mIoU exists yet."""
-    if event["split"] != "val":
-        return None
-    mious = [json.loads(value).get("miou") for name, value in stored.items()
-             if name.endswith(":val") and name != field]
-    mious.append(event["metrics"].get("miou"))
-    present = [miou for miou in mious if miou is not None]
-    return max(present) if present else None
+def measurement_field(event: Event) -> tuple[str, dict]:
+    """Where a metrics, best or saliency event is stored in the trial's metrics hash, and what."""
+    if isinstance(event, MetricsEvent):
+        return keys.metrics_field(event.iteration, event.epoch, event.split), event.metrics.model_dump(mode="json")
+    if isinstance(event, BestEvent):
+        return (keys.metrics_field(event.iteration, event.epoch, keys.BEST_SPLIT),
+                event.model_dump(mode="json", include={"best_epoch", "value", "metric", "mode"}))
+    return (keys.metrics_field(event.iteration, 0, keys.SALIENCY_SPLIT),
+            event.model_dump(mode="json", include={"kept_fraction", "next_kept_fraction", "checkpoint", "samples"}))
+
+
+def parse_measurements(stored: dict[str, str]) -> dict[tuple[int, int, str], dict]:
+    """A trial's metrics hash as {(iteration, epoch, split): value}."""
+    return {keys.parse_metrics_field(field): json.loads(value) for field, value in stored.items()}
+
+
+def latest_decisions(measurements: dict[tuple[int, int, str], dict]) -> dict[int, dict]:
+    """Per iteration, rank 0's best decision after the latest epoch it decided on."""
+    decisions: dict[int, tuple[int, dict]] = {}
+    for (iteration, epoch, split), value in measurements.items():
+        if split == keys.BEST_SPLIT and epoch >= decisions.get(iteration, (0, {}))[0]:
+            decisions[iteration] = (epoch, value)
+    return {iteration: decision for iteration, (_, decision) in decisions.items()}
+
+
+def trial_best_value(stored: dict[str, str], target: Target) -> float | None:
+    """The trial's best target value over its iterations (recomputed, so order and replays don't matter)."""
+    decisions = latest_decisions(parse_measurements(stored))
+    winner = target.best((iteration, decisions[iteration]["value"]) for iteration in sorted(decisions))
+    return winner[1] if winner else None
 
 
 def stream_order(entry_id: str) -> tuple[int, int]:

@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cluster.exceptions import DataError, SpecError
+from seg_models.exceptions import SpecError
+from workers.exceptions import DataError
 from workers.data import SplitDataset, make_loader
-from workers.inference import TrainedModel, load_trained_model
+from workers.evaluation import EVAL_SPLITS, evaluate, evaluation_protocol
+from jobs.inference import TrainedModel, load_trained_model
 from workers.shards import ShardedSplit, read_manifest
 
-SPLITS = ("val", "test")
 SHOWN_CLASS_NAMES = 4  # in a mismatch message, enough names to tell two class lists apart
 
 
@@ -42,15 +43,13 @@ class Evaluation:
 
 def evaluate_checkpoint(checkpoint: Path, data: Path, split: str = "val", official: bool = False,
                         out: Path | None = None, batch_size: int = 8, device: str = "cpu") -> Evaluation:
-    if split not in SPLITS:
-        raise SpecError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
+    if split not in EVAL_SPLITS:
+        raise SpecError(f"--split {split!r}: expected one of {', '.join(EVAL_SPLITS)}")
     trained = load_trained_model(checkpoint, device)
     manifest = read_manifest(data)
     check_same_classes(trained, manifest, checkpoint, data)
     evaluator = official_evaluator(manifest, data) if official else None
     dataset = SplitDataset(labeled_split(data, split, manifest), None, trained.normalize)
-    from workers.train_loop import evaluate, evaluation_protocol  # imports Ray Train: only once the input is checked
-
     scores = evaluate(trained.model, dataset, 0, 1, batch_size, torch.device(device), manifest)
     protocol = evaluation_protocol(manifest) | {"trained_resolution": f"{trained.height}x{trained.width}"}
     result = Evaluation(checkpoint=str(checkpoint), data=str(data), split=split, trial=trained.trial.get("name", ""),

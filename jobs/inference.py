@@ -12,6 +12,7 @@ from workers.exceptions import DataError
 from seg_models.registry import build_model
 from workers.augment import Normalize
 from workers.checkpointing import load_checkpoint
+from workers.palette import colour_classes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 OVERLAY_ALPHA = 0.5
@@ -60,14 +61,6 @@ def collect_images(paths: list[Path]) -> list[Path]:
     return images
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError) as error:
-        raise DataError(f"{path}: not a readable image ({error})") from None
-
-
 @torch.no_grad()
 def predict_classes(trained: TrainedModel, images: list[np.ndarray], device: str = "cpu") -> list[np.ndarray]:
     """Class-index maps at each image's own size (the training-size prediction, resized nearest)."""
@@ -79,19 +72,13 @@ def predict_classes(trained: TrainedModel, images: list[np.ndarray], device: str
     ]
 
 
-def colorize(classes: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    lookup = np.full((256, 3), 255, np.uint8)  # ignore and unknown ids draw white
-    lookup[: len(palette)] = palette
-    return lookup[classes]
-
-
 def overlay(image: np.ndarray, colored: np.ndarray) -> np.ndarray:
     return (image * (1 - OVERLAY_ALPHA) + colored * OVERLAY_ALPHA).round().astype(np.uint8)
 
 
 def write_prediction(out: Path, stem: str, image: np.ndarray, classes: np.ndarray, palette: np.ndarray,
                      raw: bool) -> list[Path]:
-    colored = colorize(classes, palette)
+    colored = colour_classes(classes, palette)
     written = [out / f"{stem}_mask.png", out / f"{stem}_overlay.png"]
     Image.fromarray(colored).save(written[0])
     Image.fromarray(overlay(image, colored)).save(written[1])

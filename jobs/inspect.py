@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from workers.palette import IGNORE_COLOUR, colour_classes
 from workers.shards import ShardedSplit, read_manifest
 
-IGNORE_COLOR = (255, 255, 255)
 NO_MASK_COLOR = (96, 96, 96)
 MIN_PANEL_HEIGHT = 128  # tiny datasets (32x32) are scaled up so the grid stays readable
 HEADER = 16
@@ -48,13 +48,6 @@ def pick_rows(splits: dict[str, ShardedSplit], count: int) -> list[tuple[str, in
     return [(name, int(row)) for row in np.unique(np.linspace(0, total - 1, min(count, total)).round())]
 
 
-def colorize(mask: np.ndarray, palette: list[list[int]], ignore_index: int) -> np.ndarray:
-    lookup = np.zeros((256, 3), np.uint8)
-    lookup[:len(palette)] = palette
-    lookup[ignore_index] = IGNORE_COLOR
-    return lookup[mask]
-
-
 def render_grid(manifest: dict, splits: dict[str, ShardedSplit], path: Path, count: int = 8) -> Path:
     """A PNG with one row per sample: image | mask in the manifest's palette (ignore in white)."""
     height, width = manifest["image_size"]
@@ -72,7 +65,7 @@ def render_grid(manifest: dict, splits: dict[str, ShardedSplit], path: Path, cou
         key, image, mask = splits[split].row(row)
         top = position * (panel_h + HEADER + GAP) + GAP
         draw.text((GAP, top), f"{split}: {key}", fill=(0, 0, 0), font=font)
-        coloured = colorize(mask, manifest["palette"], manifest["ignore_index"]) if mask is not None else \
+        coloured = colour_classes(mask, manifest["palette"], manifest["ignore_index"]) if mask is not None else \
             np.full((height, width, 3), NO_MASK_COLOR, np.uint8)
         for column, panel in enumerate((np.asarray(image), coloured)):
             tile = Image.fromarray(np.ascontiguousarray(panel)).resize((panel_w, panel_h), Image.Resampling.NEAREST)
@@ -86,7 +79,7 @@ def render_grid(manifest: dict, splits: dict[str, ShardedSplit], path: Path, cou
 def legend_entries(manifest: dict) -> list[tuple[str, tuple[int, int, int]]]:
     entries = [(f"{index} {name}", tuple(color)) for index, (name, color) in
                enumerate(zip(manifest["class_names"], manifest["palette"]))]
-    return entries + [(f"{manifest['ignore_index']} ignore", IGNORE_COLOR)]
+    return entries + [(f"{manifest['ignore_index']} ignore", IGNORE_COLOUR)]
 
 
 def draw_legend(draw: ImageDraw.ImageDraw, entries, per_line: int, top: int, font) -> None:

@@ -1,19 +1,25 @@
 """The whole Redis key schema of segq. Nothing else builds a key string.
 
 segq:jobs                                  zset   job id -> created (unix time)
-segq:job:{job}                             hash   the job record (jobs.records.JobRecord)
+segq:job:{job}                             hash   the job record (jobs.records.JobRecord): id, kind,
+                                                  status, spec (JSON), trials (JSON list of the
+                                                  resolved TrialSpecs), Ray submission, times, error
 segq:job:{job}:events                      stream metric and trial events (JSON in field `data`)
 segq:job:{job}:trials                      set    trial names seen in the events
 segq:job:{job}:trial:{trial}               hash   trial facts: status, arch, params, num_params, ...;
                                                   fact_ids: fact -> stream id that set it
-segq:job:{job}:trial:{trial}:metrics       hash   "{iteration}:{epoch}:{split}" -> JSON scores
+segq:job:{job}:trial:{trial}:metrics       hash   "{iteration}:{epoch}:{split}" -> JSON scores (split train,
+                                                  val, test); "{iteration}:{epoch}:best" -> rank 0's best
+                                                  decision after that epoch; "{iteration}:0:saliency" ->
+                                                  the saliency iteration's kept fraction and checkpoint
 segq:job:{job}:leaderboard                 zset   trial -> best value of the job's target metric
 """
 from __future__ import annotations
 
 PREFIX = "segq"
 AGGREGATOR_GROUP = "aggregator"
-EVENTS_MAXLEN = 100_000
+BEST_SPLIT = "best"
+SALIENCY_SPLIT = "saliency"
 
 
 def jobs_index() -> str:

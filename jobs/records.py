@@ -9,8 +9,9 @@ from enum import Enum
 
 import redis
 
-from cluster.exceptions import NoSuchJob
+from jobs.exceptions import NoSuchJob
 from jobs import keys
+from workers.target import Target
 
 
 class JobStatus(str, Enum):
@@ -34,6 +35,7 @@ class JobRecord:
     id: str
     kind: str
     spec: dict
+    trials: list[dict] = field(default_factory=list)  # the resolved TrialSpecs, exactly as they run
     status: JobStatus = JobStatus.QUEUED
     name: str = ""
     ray_submission_id: str = ""
@@ -43,11 +45,17 @@ class JobRecord:
     started_at: float | None = None
     ended_at: float | None = None
 
+    @property
+    def target(self) -> Target:
+        """The job's target metric (SPEC 6: default val_miou, max), as the spec gave it."""
+        return Target(metric=self.spec.get("metric", "val_miou"), mode=self.spec.get("mode", "max"))
+
     def to_dict(self) -> dict[str, str]:
         return {
             "id": self.id,
             "kind": self.kind,
             "spec": json.dumps(self.spec, sort_keys=True),
+            "trials": json.dumps(self.trials, sort_keys=True),
             "status": self.status.value,
             "name": self.name,
             "ray_submission_id": self.ray_submission_id,
@@ -64,6 +72,7 @@ class JobRecord:
             id=data["id"],
             kind=data["kind"],
             spec=json.loads(data["spec"]),
+            trials=json.loads(data.get("trials") or "[]"),
             status=JobStatus(data["status"]),
             name=data.get("name", ""),
             ray_submission_id=data.get("ray_submission_id", ""),

@@ -4,6 +4,9 @@ A value written as `{grid: [a, b]}` is a grid axis; a sweep runs the cartesian p
 axes, one trial per combination. A value written as `{choice: [a, b]}` is drawn at random (seeded),
 once for each of `samples` repetitions of the grid. Each trial is fully resolved: no search
 syntax is left in it.
+
+A spec is validated (`parse_spec`) and expanded (`expand_trials`) once, at submission; the job
+record keeps the resulting trials, so the driver runs exactly those and never draws again.
 """
 from __future__ import annotations
 
@@ -13,37 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from cluster.exceptions import SpecError
+from seg_models.exceptions import SpecError
 from seg_models.registry import ARCHITECTURES, validate_options
+from workers.target import Target
+from workers.trial_spec import SaliencyParams, Strict, TrainParams, TrialSpec, check_background_classes
 
 AXIS_SHORT = {"batch_size": "bs", "weight_decay": "wd", "epochs": "ep"}
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TrainParams(Strict):
-    """Hyperparameters of one trial."""
-
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    momentum: float = Field(0.9, ge=0, lt=1)
-    loss: Literal["ce", "weighted_ce", "dice", "ce_dice"] = "ce"
-    class_weights: list[float] | None = None
-    scheduler: Literal["none", "plateau", "poly", "cosine"] = "none"
-    warmup_epochs: int = Field(0, ge=0)
-    augment: Literal["none", "basic", "strong"] = "basic"
-    early_stop_patience: int | None = Field(None, ge=1)
-    sync_batchnorm: bool = False
-    amp: Literal["off", "bf16", "fp16"] = "off"
-    channels_last: bool = False
-    seed: int = 0
 
 
 class Resources(Strict):
@@ -52,27 +32,6 @@ class Resources(Strict):
     gpus_per_worker: float = Field(0.0, ge=0)
     max_concurrent_trials: int | None = Field(None, ge=1)
     max_failures: int = Field(2, ge=0, description="worker failures a trial survives (resumes from checkpoint)")
-
-
-class SaliencyParams(Strict):
-    """How a saliency trial reduces its training images between iterations (SPEC section 5)."""
-
-    iterations: int = Field(7, ge=1, le=50)
-    keep_percent: float = Field(90.0, gt=0, lt=100)
-    relevance: Literal["softmax_foreground", "random"] = "softmax_foreground"
-    fill: Literal["zero", "blur", "mean"] = "zero"
-    background_classes: list[int] | None = Field(None, description="default: the manifest's background classes")
-    reinit: bool = False
-
-
-class TrialSpec(Strict):
-    """One fully resolved trial."""
-
-    name: str
-    arch: str
-    model: dict[str, Any]
-    train: TrainParams
-    saliency: SaliencyParams | None = None
 
 
 def search_kind(value: Any) -> str | None:
@@ -115,6 +74,20 @@ class JobSpec(Strict):
     resources: Resources = Field(default_factory=Resources)
     samples: int = Field(1, ge=1, le=1000, description="draws of the {choice: [...]} values per grid point")
     search_seed: int = Field(0, description="seed of the choice draws")
+    metric: str = Field("val_miou", description="the target that decides 'best' everywhere")
+    mode: Literal["max", "min"] = "max"
+
+    @property
+    def target(self) -> Target:
+        return Target(metric=self.metric, mode=self.mode)
+
+    @field_validator("metric")
+    @classmethod
+    def known_metric(cls, metric: str) -> str:
+        try:
+            return Target(metric=metric).metric
+        except ValidationError as error:  # Target's own message, reported on this field
+            raise ValueError(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
     @field_validator("archs")
     @classmethod
@@ -128,11 +101,6 @@ class JobSpec(Strict):
     @classmethod
     def absolute_data(cls, data: str) -> str:
         return data if "://" in data else str(Path(data).expanduser().resolve())
-
-    @model_validator(mode="after")
-    def valid_trials(self) -> "JobSpec":
-        self.trials()  # every combination must validate before anything is submitted
-        return self
 
     def extra_axes(self) -> dict[str, list]:
         """Job-kind specific axes after the training ones (saliency: keep_percent, relevance)."""
@@ -170,7 +138,6 @@ class JobSpec(Strict):
 
 class SweepSpec(JobSpec):
     kind: Literal["sweep"] = "sweep"
-    metric: Literal["val_miou", "val_mdice", "val_pixel_acc", "val_fwiou"] = "val_miou"
 
 
 class SaliencySpec(JobSpec):
@@ -181,9 +148,31 @@ class SaliencySpec(JobSpec):
     keep_percent: Any = Field(90.0, description="percent of the still-kept pixels kept per iteration, or {grid: [...]}")
     relevance: Any = Field("softmax_foreground", description="softmax_foreground | random, or {grid: [...]}")
     fill: Literal["zero", "blur", "mean"] = "zero"
-    background_classes: list[int] | None = None
+    background_classes: list[int] | None = Field(None, description="default: the dataset manifest's")
     reinit: bool = False
     controls: bool = Field(False, description="add a relevance: random trial beside each configuration")
+
+    @field_validator("background_classes")
+    @classmethod
+    def some_background(cls, classes: list[int] | None) -> list[int] | None:
+        return check_background_classes(classes)
+
+    def resolve_background(self, manifest: dict) -> list[int]:
+        """The background classes the trials use: the spec's, else the dataset's; checked against
+        the dataset's classes, so that a dataset without a background class is refused here."""
+        classes = self.background_classes
+        if classes is None:
+            classes = manifest.get("background_classes") or []
+            if not classes:
+                raise SpecError(f"background_classes: {self.data} has no background class "
+                                f"({manifest.get('source')} {manifest.get('label_mode') or ''}".rstrip()
+                                + "); set background_classes in the spec to the class ids that are not "
+                                  "foreground, e.g. background_classes: [0]")
+        outside = [c for c in classes if not 0 <= c < manifest["num_classes"]]
+        if outside:
+            raise SpecError(f"background_classes: class {outside[0]} is not one of the dataset's "
+                            f"{manifest['num_classes']} classes (0..{manifest['num_classes'] - 1})")
+        return classes
 
     def extra_axes(self) -> dict[str, list]:
         relevance = axis_values("relevance", self.relevance)
@@ -246,6 +235,14 @@ def parse_spec(model: type[BaseModel], data: dict, source: str | None = None) ->
         raise SpecError(prefix + describe_validation_error(error)) from None
     except SpecError as error:
         raise SpecError(prefix + str(error)) from None
+
+
+def expand_trials(spec: JobSpec, source: str | None = None) -> list[TrialSpec]:
+    """The spec's trials; errors name the field, prefixed by the spec file when there is one."""
+    try:
+        return spec.trials()
+    except SpecError as error:
+        raise SpecError((f"{source}: " if source else "") + str(error)) from None
 
 
 def load_yaml(path: Path) -> dict:

@@ -1,17 +1,26 @@
-"""Submission: the job record goes to Redis, the driver to the Ray Jobs API under the segq id."""
+"""Submission: the job record goes to Redis, the driver to the Ray Jobs API under the segq id.
+
+The Redis client and the Ray Jobs client (`ray.job_submission.JobSubmissionClient`) are built by
+the control plane and passed in.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import redis
-from pydantic import BaseModel
 
-from cluster.connect import Endpoints, jobs_client
-from cluster.exceptions import ClusterError
+from jobs.deployment import Deployment
+from jobs.exceptions import ClusterError
 from jobs.records import JobRecord, JobStatus, new_job_id, set_status
+from jobs.spec import JobSpec
+from workers.trial_spec import TrialSpec
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 RAY_FINAL_FAILURES = ("FAILED", "STOPPED")
 
@@ -20,51 +29,58 @@ def spec_hash(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def submit(client: redis.Redis, endpoints: Endpoints, kind: str, spec: BaseModel, storage: str | None,
-           embedded: bool, cluster_redis_url: str | None = None) -> JobRecord:
-    """Record the job, then hand its driver to Ray. `cluster_redis_url` is Redis as the
-    cluster's nodes see it, when that differs from this machine's view."""
-    job_id = new_job_id(kind)
-    spec_data = spec.model_dump(mode="json")
-    record = JobRecord(id=job_id, kind=kind, spec=spec_data, name=getattr(spec, "name", "") or job_id,
-                       ray_submission_id=job_id,
-                       dashboard_url=f"{endpoints.dashboard_url}/#/jobs/{job_id}")
-    jobs = jobs_client(endpoints.dashboard_url)
+def new_record(spec: JobSpec, trials: list[TrialSpec], dashboard_url: str) -> JobRecord:
+    job_id = new_job_id(spec.kind)
+    return JobRecord(id=job_id, kind=spec.kind, spec=spec.model_dump(mode="json"),
+                     trials=[trial.model_dump(mode="json") for trial in trials], name=spec.name or job_id,
+                     ray_submission_id=job_id, dashboard_url=f"{dashboard_url}/#/jobs/{job_id}")
+
+
+def submit(client: redis.Redis, jobs: "JobSubmissionClient", spec: JobSpec, trials: list[TrialSpec],
+           deployment: Deployment, dashboard_url: str) -> JobRecord:
+    """Record the job with its resolved trials, then hand its driver to Ray."""
+    record = new_record(spec, trials, dashboard_url)
     record.save(client)
     # The embedded head runs on this machine with this interpreter; a real cluster has segq
     # installed in its image, on PATH as `python`.
-    python = sys.executable if embedded else "python"
-    env_vars = {"SEGQ_REDIS_URL": cluster_redis_url or endpoints.redis_url, "RAY_AUTH_MODE": "token",
-                "PYTHONUNBUFFERED": "1"}
-    if storage:
-        env_vars["SEGQ_STORAGE"] = storage
+    python = sys.executable if deployment.embedded else "python"
     try:
         jobs.submit_job(
-            entrypoint=f"{python} -m jobs.driver {job_id}",
-            submission_id=job_id,
-            metadata={"segq_id": job_id, "kind": kind, "spec_hash": spec_hash(spec_data),
+            entrypoint=f"{python} -m jobs.driver {record.id}",
+            submission_id=record.id,
+            metadata={"segq_id": record.id, "kind": record.kind, "spec_hash": spec_hash(record.spec),
                       "name": record.name},
-            runtime_env={"env_vars": env_vars},
+            runtime_env={"env_vars": deployment.to_env()},
         )
     except Exception as error:  # the Jobs client raises RuntimeError/ConnectionError
-        set_status(client, job_id, JobStatus.FAILED, error=f"submission failed: {error}")
-        raise ClusterError(f"submitting {job_id} to {endpoints.dashboard_url} failed: {error}") from None
+        set_status(client, record.id, JobStatus.FAILED, error=f"submission failed: {error}")
+        raise ClusterError(f"submitting {record.id} to {dashboard_url} failed: {error}") from None
     return record
 
 
-def ray_job_status(dashboard_url: str, submission_id: str) -> str | None:
+def ray_job_status(jobs: "JobSubmissionClient", submission_id: str) -> str | None:
+    """Ray's status of the job (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED); None if Ray cannot tell."""
     try:
-        return str(jobs_client(dashboard_url).get_job_status(submission_id).value)
+        return str(jobs.get_job_status(submission_id).value)
     except Exception:  # the cluster may be gone; the record in Redis is still the truth we have
         return None
 
 
-def reconcile(client: redis.Redis, record: JobRecord, dashboard_url: str) -> JobRecord:
+def reconcile(client: redis.Redis, record: JobRecord, jobs: "JobSubmissionClient") -> JobRecord:
     """If Ray says the driver ended but the record was never finalised (driver killed), fix the record."""
     if record.status.is_final or not record.ray_submission_id:
         return record
-    status = ray_job_status(dashboard_url, record.ray_submission_id)
+    return reconcile_status(client, record, ray_job_status(jobs, record.ray_submission_id))
+
+
+def reconcile_status(client: redis.Redis, record: JobRecord, status: str | None) -> JobRecord:
+    """The record, marked failed (or cancelled) when Ray's `status` says its driver ended without a word."""
+    if record.status.is_final:
+        return record
     if status in RAY_FINAL_FAILURES:
+        current = JobRecord.load(client, record.id)
+        if current.status.is_final:  # the driver recorded its own, better reason before it exited
+            return current
         set_status(client, record.id, JobStatus.FAILED if status == "FAILED" else JobStatus.CANCELLED,
                    error=f"the job's driver ended (Ray status {status}); see `segq jobs logs {record.id}`")
         return JobRecord.load(client, record.id)
@@ -74,11 +90,11 @@ def reconcile(client: redis.Redis, record: JobRecord, dashboard_url: str) -> Job
     return record
 
 
-def cancel(client: redis.Redis, record: JobRecord, dashboard_url: str) -> None:
+def cancel(client: redis.Redis, record: JobRecord, jobs: "JobSubmissionClient") -> None:
     if record.status.is_final:
         return
     try:
-        jobs_client(dashboard_url).stop_job(record.ray_submission_id)
+        jobs.stop_job(record.ray_submission_id)
     except Exception as error:
         raise ClusterError(f"could not stop {record.id} on Ray: {error}") from None
     set_status(client, record.id, JobStatus.CANCELLED)

@@ -10,13 +10,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from jobs.spec import JobSpec, Resources, TrialSpec
+from jobs import keys
+from jobs.deployment import Deployment
+from jobs.spec import Resources
+from workers.checkpointing import CHECKPOINT_FILE
+from workers.target import Target
+from workers.trial_spec import TrialContext, TrialSpec
 from workers.publisher import MetricsPublisher
+from workers.saliency import iteration_dir
 
 TRIAL_DRIVER_CPUS = 0.1  # the trial function only waits on its workers
 
 
-def trainer_for(trial: TrialSpec, context: dict, resources: Resources, callbacks: list):
+def trainer_for(trial: TrialSpec, context: TrialContext, resources: Resources, callbacks: list):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -28,27 +34,28 @@ def trainer_for(trial: TrialSpec, context: dict, resources: Resources, callbacks
         per_worker["GPU"] = resources.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={**context, "trial": trial.model_dump()},
+        train_loop_config={"trial": trial.model_dump(), "context": context.model_dump()},
         scaling_config=ScalingConfig(num_workers=resources.workers_per_trial, use_gpu=use_gpu,
                                      resources_per_worker=per_worker),
         run_config=RunConfig(
-            name=f"{context['job_id']}-{trial.name}",
-            storage_path=str(Path(context["storage"]) / "train"),
+            name=f"{context.job_id}-{trial.name}",
+            storage_path=str(Path(context.storage) / "train"),
             failure_config=FailureConfig(max_failures=resources.max_failures),
-            checkpoint_config=checkpoint_config(trial),
+            checkpoint_config=checkpoint_config(trial, context.target),
             callbacks=callbacks,
         ),
     )
 
 
-def checkpoint_config(trial: TrialSpec):
-    """Sweeps keep their best epoch (by val mIoU) and the latest; saliency trials keep the latest
-    (each iteration's model is stored beside its keep-masks)."""
+def checkpoint_config(trial: TrialSpec, target: Target):
+    """Sweeps keep their two best epochs by the job's target, and the latest; saliency trials keep
+    the latest (each iteration's model is stored beside its keep-masks)."""
     from ray.train import CheckpointConfig
 
     if trial.saliency:
         return CheckpointConfig(num_to_keep=2)
-    return CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_miou", checkpoint_score_order="max")
+    return CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=target.metric,
+                            checkpoint_score_order=target.mode)
 
 
 def run_trial(config: dict) -> None:
@@ -56,9 +63,9 @@ def run_trial(config: dict) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trial = TrialSpec.model_validate(config["trial"])
-    context = config["context"]
+    context = TrialContext.model_validate(config["context"])
     resources = Resources.model_validate(config["resources"])
-    publisher = MetricsPublisher(context["redis_url"], context["job_id"], trial.name)
+    publisher = MetricsPublisher(context.redis_url, context.events_stream, trial.name)
     params = {"model": trial.model, "train": trial.train.model_dump()}
     if trial.saliency:
         params["saliency"] = trial.saliency.model_dump()
@@ -76,36 +83,48 @@ def run_trial(config: dict) -> None:
                               wall_time_s=time.time() - started, **facts)
         publisher.close()
         raise
-    best = best_checkpoint_path(result)
+    best = best_checkpoint_path(result, trial, context)
     publisher.trial_event("finished", wall_time_s=time.time() - started, best_checkpoint=best, **facts)
     publisher.close()
 
 
-def best_checkpoint_path(result) -> str | None:
-    candidates = [(metrics.get("val_miou", -1.0), checkpoint) for checkpoint, metrics in (result.best_checkpoints or [])]
-    if not candidates:
-        return result.checkpoint.path if result.checkpoint else None
-    return max(candidates, key=lambda pair: pair[0])[1].path
+def best_checkpoint_path(result, trial: TrialSpec, context: TrialContext) -> str | None:
+    """The checkpoint of the epoch the workers published as best: their last report names it.
+
+    Ray breaks ties between equal scores the other way (the later epoch ranks higher), so when
+    three or more epochs tie the named one may be gone: then the retained checkpoint that the
+    same rule ranks first. A saliency trial ends with its last iteration's stored model.
+    """
+    if trial.saliency:
+        return str(iteration_dir(context.data, context.job_id, trial.name, trial.iterations) / CHECKPOINT_FILE)
+    retained = sorted(((metrics.get("epoch", 0), metrics.get(context.target.metric), checkpoint)
+                       for checkpoint, metrics in result.best_checkpoints or []), key=lambda item: item[0])
+    best_epoch = (result.metrics or {}).get("best_epoch")
+    named = [checkpoint for epoch, _, checkpoint in retained if epoch == best_epoch]
+    ranked_first = context.target.best((checkpoint, value) for _, value, checkpoint in retained)
+    chosen = named[-1] if named else ranked_first[0] if ranked_first else result.checkpoint
+    return chosen.path if chosen else None
 
 
-def run_trials(job_id: str, spec: JobSpec, redis_url: str, storage: str) -> list[str]:
-    """Run every trial under Tune; return the names of trials that failed."""
+def run_trials(job_id: str, data: str, trials: list[TrialSpec], resources: Resources, target: Target,
+               deployment: Deployment) -> list[str]:
+    """Run the job's resolved trials under Tune, as they are; return the names of trials that failed."""
     from ray import tune
 
-    trials = spec.trials()
-    context = {"job_id": job_id, "redis_url": redis_url, "data": spec.data, "storage": storage}
+    context = TrialContext(job_id=job_id, data=data, storage=deployment.storage, redis_url=deployment.redis_url,
+                           events_stream=keys.events(job_id), target=target)
     param_space = {
         "trial": tune.grid_search([trial.model_dump() for trial in trials]),
-        "context": context,
-        "resources": spec.resources.model_dump(),
+        "context": context.model_dump(),
+        "resources": resources.model_dump(),
     }
     tuner = tune.Tuner(
         tune.with_resources(run_trial, {"CPU": TRIAL_DRIVER_CPUS}),
         param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent_trials,
+        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials,
                                     trial_name_creator=lambda t: t.config["trial"]["name"],
                                     trial_dirname_creator=lambda t: t.config["trial"]["name"]),
-        run_config=tune.RunConfig(name=job_id, storage_path=str(Path(storage) / "tune"), verbose=0),
+        run_config=tune.RunConfig(name=job_id, storage_path=str(Path(deployment.storage) / "tune"), verbose=0),
     )
     results = tuner.fit()
     return [result.config["trial"]["name"] for result in results if result.error]

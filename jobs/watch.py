@@ -1,56 +1,82 @@
-"""`segq watch`: a live table of a job's trials, refreshed from Redis until the job ends."""
+"""Displays of a followed job (jobs.follow): the live table of `segq watch` and the progress bar
+of `segq submit --wait`."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
-import redis
 from rich.console import Console
 from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from jobs.aggregator import Aggregator
+from jobs.follow import Snapshot, best_so_far, finished_trials, planned_work
 from jobs.records import JobRecord
-from jobs.summary import trial_rows
 
 STATUS_STYLES = {"running": "cyan", "finished": "green", "failed": "red", "cancelled": "yellow"}
+METRIC_LABELS = {"val_miou": "val mIoU"}
 
 
-@dataclass
-class Snapshot:
-    record: JobRecord
-    rows: list[dict]
-    note: str = ""  # why the numbers may be stale
+class LiveTable:
+    """A table refreshed in place; the final one is printed once more at the end (on a terminal
+    the live one is cleared, elsewhere it never shows)."""
+
+    def __init__(self, console: Console, err: Console):
+        self.console, self.err = console, err
+        self.live = Live(console=console, transient=True, auto_refresh=False)
+        self.last: Snapshot | None = None
+
+    def __enter__(self) -> "LiveTable":
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.live.__exit__(*exc)
+        if self.last is not None:
+            self.console.print(watch_table(self.last))
+
+    def show(self, snapshot: Snapshot) -> None:
+        self.last = snapshot
+        self.live.update(watch_table(snapshot), refresh=True)
+
+    def say(self, message: str) -> None:
+        self.err.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
-def take_snapshot(client: redis.Redis, job_id: str) -> Snapshot:
-    # The record first: if it is final, the events it follows are all in the stream already.
-    record = JobRecord.load(client, job_id)
-    # drain() only applies what is in the stream (idempotent, safe beside the driver's own
-    # aggregator): the table stays current even when no aggregator runs for this job.
-    Aggregator(client, job_id).drain()
-    return Snapshot(record, trial_rows(client, job_id))
+class ProgressBar:
+    """Epochs done over all the trials' planned epochs, with the trials finished and the best so far."""
+
+    COLUMNS = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[best]}"))
+
+    def __init__(self, err: Console, record: JobRecord):
+        self.trials, epochs_per_trial = planned_work(record)
+        self.progress = Progress(*self.COLUMNS, console=err)
+        self.bar = self.progress.add_task(f"{record.id} queued", total=self.trials * epochs_per_trial, best="")
+
+    def __enter__(self) -> "ProgressBar":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def show(self, snapshot: Snapshot) -> None:
+        record, rows = snapshot.record, snapshot.rows
+        done = sum(row["epochs"] for row in rows)
+        description = f"{record.id} {record.status.value} ({finished_trials(rows)}/{self.trials} trials)"
+        self.progress.update(self.bar, completed=done, best=best_text(record, rows), description=description)
+
+    def say(self, message: str) -> None:
+        self.progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
-def follow(client: redis.Redis, job_id: str, interval: float, console: Console) -> Snapshot:
-    """Refresh a live table every `interval` seconds until the job's status is final; the final
-    table is printed once more (on a terminal the live one is cleared, elsewhere it never shows)."""
-    snapshot = take_snapshot(client, job_id)
-    with Live(watch_table(snapshot), console=console, transient=True, auto_refresh=False) as live:
-        while not snapshot.record.status.is_final:
-            time.sleep(interval)
-            snapshot = refresh(client, job_id, snapshot)
-            live.update(watch_table(snapshot), refresh=True)
-    console.print(watch_table(snapshot))
-    return snapshot
-
-
-def refresh(client: redis.Redis, job_id: str, previous: Snapshot) -> Snapshot:
-    try:
-        return take_snapshot(client, job_id)
-    except redis.exceptions.ConnectionError as error:
-        return Snapshot(previous.record, previous.rows, note=f"Redis unreachable, retrying ({error})")
+def best_text(record: JobRecord, rows: list[dict]) -> str:
+    best = best_so_far(record, rows)
+    if best is None:
+        return ""
+    metric = record.target.metric
+    return f"best {best[0]['trial']} {METRIC_LABELS.get(metric, metric)} {best[1]:.3f}"
 
 
 def watch_table(snapshot: Snapshot) -> Table:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cluster.exceptions import InputShapeError
+from seg_models.exceptions import InputShapeError
 
 
 def check_input_shape(x: torch.Tensor, output_stride: int) -> None:

@@ -1,14 +1,30 @@
 """Segmentation scores, all derived from one int64 confusion matrix accumulated over a whole split.
 
 Rows are ground truth, columns are predictions. Pixels labelled `ignore_index` are never counted.
-A class absent from both the ground truth and the predictions has no defined IoU or Dice and is left
-out of the means (reported as None), rather than counted as 0 or 1.
+
+Absent classes follow MMSegmentation's nan-mean convention: a per-class score whose denominator is 0
+is undefined, reported as None, and left out of the mean over classes (never counted as 0 or 1).
+For a class that is (a) absent from both the ground truth and the predictions, (b) predicted but
+absent from the ground truth, (c) present in the ground truth but never predicted:
+
+- pixel_acc = sum TP / valid pixels, over all classes at once. (a) no effect. (b) and (c) their
+  wrong pixels count as errors like any other. None only when the split has no valid pixel.
+- mean_acc = mean of the per-class recall TP / GT pixels. (a) None, left out. (b) None (0/0), left
+  out; its false positives still lower the recall of the classes those pixels belong to. (c) 0,
+  counted. torchmetrics' macro accuracy differs in (b) only: it counts the class as 0.
+- miou = mean of IoU = TP / (GT + predicted - TP). (a) None, left out. (b) 0, counted. (c) 0, counted.
+- mdice = mean of Dice = 2 TP / (GT + predicted). (a) None, left out. (b) 0, counted. (c) 0, counted.
+- fwiou = sum over classes of (GT pixels / valid pixels) * IoU. (a) and (b) weight 0, so no term of
+  their own; (b)'s false positives still lower the IoU of the true classes. (c) weight > 0 times 0.
+- per-class precision = TP / predicted pixels (no mean is reported). (a) None. (b) 0. (c) None
+  (0/0), where torchmetrics reports 0.
 """
 from __future__ import annotations
 
 import torch
 
-METRIC_NAMES = ("pixel_acc", "mean_acc", "miou", "mdice", "fwiou")
+# The headline scores of an evaluated split, in the order tables show them.
+SCORE_NAMES = ("miou", "mdice", "pixel_acc", "mean_acc", "fwiou")
 
 
 class ConfusionMatrix:

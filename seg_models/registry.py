@@ -7,7 +7,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from cluster.exceptions import SpecError, UnknownArchitecture
+from seg_models.exceptions import SpecError, UnknownArchitecture
 from seg_models.deeplab import DeepLabV3Plus, DeepLabV3PlusOptions
 from seg_models.fcn import FCN, FCNOptions
 from seg_models.pspnet import PSPNet, PSPNetOptions

@@ -7,20 +7,32 @@ from jobs.aggregator import Aggregator
 from jobs.records import JobRecord
 from jobs.summary import trial_rows
 from workers.publisher import MetricsPublisher
+from workers.target import Target
 
 
-def publish_trial(url, job_id, trial, epochs, mious):
-    publisher = MetricsPublisher(url, job_id, trial)
+def publish_trial(url, job_id, trial, epochs, mious, target=Target()):
+    """What rank 0 publishes: facts, then per epoch the train/val/test events and its best decision."""
+    publisher = MetricsPublisher(url, keys.events(job_id), trial)
     publisher.trial_event("running", arch="unet", params={"train": {"lr": 0.001}}, workers=2)
     publisher.trial_event(num_params=1234, protocol={"ignore_index": 255})
+    best = None
     for epoch, miou in zip(range(1, epochs + 1), mious):
-        publisher.metrics_event("train", epoch, {"loss": 1.0 / epoch, "epoch_time_s": 2.0, "images": 10,
-                                                 "images_per_s": 5.0, "peak_memory_mb": 100.0 + epoch})
+        publisher.metrics_event("train", epoch, train_figures(1.0 / epoch, peak=100.0 + epoch))
         for split in ("val", "test"):
-            publisher.metrics_event(split, epoch, {"miou": miou, "pixel_acc": 0.9, "mean_acc": 0.8, "mdice": 0.7,
-                                                   "fwiou": 0.6, "per_class_iou": {"bg": miou, "fg": None}})
+            publisher.metrics_event(split, epoch, split_scores(miou, {"bg": miou, "fg": None}))
+        if best is None or target.better(miou, best[1]):
+            best = (epoch, miou)
+        publisher.best_event(1, epoch, best[0], best[1], target)
     publisher.trial_event("finished", best_checkpoint="/ckpt")
     publisher.close()
+
+
+def train_figures(loss, peak=100.0):
+    return {"loss": loss, "lr": 0.001, "epoch_time_s": 2.0, "images": 10, "images_per_s": 5.0, "peak_memory_mb": peak}
+
+
+def split_scores(miou, per_class):
+    return {"miou": miou, "pixel_acc": 0.9, "mean_acc": 0.8, "mdice": 0.7, "fwiou": 0.6, "per_class_iou": per_class}
 
 
 def state(client, job_id):
@@ -33,7 +45,7 @@ def test_summary_fields_and_replay_is_idempotent(redis_url, redis_client):
     JobRecord(id="job", kind="sweep", spec={}).save(redis_client)
     publish_trial(redis_url, "job", "000_unet", 3, [0.2, 0.5, 0.4])
     publish_trial(redis_url, "job", "001_unet", 2, [0.1, 0.3])
-    assert Aggregator(redis_client, "job").drain() == 2 * 3 + 3 * 3 + 3 * 2
+    assert Aggregator(redis_client, "job").drain() == 2 * 4 + 3 * 4 + 3 * 2
     first = state(redis_client, "job")
     rows = json.loads(first[0])
     row = rows[0]
@@ -46,7 +58,7 @@ def test_summary_fields_and_replay_is_idempotent(redis_url, redis_client):
 
     # Replay the whole stream through a fresh group: nothing changes.
     redis_client.xgroup_destroy(keys.events("job"), keys.AGGREGATOR_GROUP)
-    assert Aggregator(redis_client, "job").drain() == 21
+    assert Aggregator(redis_client, "job").drain() == 26
     assert state(redis_client, "job") == first
 
 
@@ -59,7 +71,7 @@ def test_unacked_entries_are_read_again_after_a_crash(redis_url, redis_client):
     redis_client.xreadgroup(keys.AGGREGATOR_GROUP, aggregator.consumer, {keys.events("job"): ">"}, count=4)
     assert redis_client.xpending(keys.events("job"), keys.AGGREGATOR_GROUP)["pending"] == 4
     restarted = Aggregator(redis_client, "job")
-    assert restarted.drain() == 3 + 3 * 2
+    assert restarted.drain() == 3 + 4 * 2
     assert redis_client.xpending(keys.events("job"), keys.AGGREGATOR_GROUP)["pending"] == 0
     reference = redis.Redis.from_url(redis_url, decode_responses=True)
     rows = trial_rows(reference, "job")
@@ -67,11 +79,11 @@ def test_unacked_entries_are_read_again_after_a_crash(redis_url, redis_client):
 
 
 def test_publisher_buffers_while_redis_is_unreachable(redis_url, redis_client):
-    publisher = MetricsPublisher("redis://127.0.0.1:1/0", "job", "t")  # nothing listens on port 1
-    publisher.metrics_event("train", 1, {"loss": 1.0})
+    publisher = MetricsPublisher("redis://127.0.0.1:1/0", keys.events("job"), "t")  # nothing listens on port 1
+    publisher.metrics_event("train", 1, train_figures(1.0))
     assert len(publisher.buffer) == 1
     publisher.client = redis.Redis.from_url(redis_url)  # Redis is back
-    publisher.metrics_event("train", 2, {"loss": 0.5})
+    publisher.metrics_event("train", 2, train_figures(0.5))
     assert not publisher.buffer
     events = [json.loads(fields["data"]) for _, fields in redis_client.xrange(keys.events("job"))]
     assert [(e["epoch"], e["metrics"]["loss"]) for e in events] == [(1, 1.0), (2, 0.5)]
@@ -79,9 +91,10 @@ def test_publisher_buffers_while_redis_is_unreachable(redis_url, redis_client):
 
 def test_per_class_scores_keep_the_class_order(redis_url, redis_client):
     JobRecord(id="job", kind="sweep", spec={}).save(redis_client)
-    publisher = MetricsPublisher(redis_url, "job", "t")
-    publisher.metrics_event("train", 1, {"loss": 1.0, "epoch_time_s": 1.0, "images": 1})
-    publisher.metrics_event("val", 1, {"miou": 0.5, "per_class_iou": {"sky": 0.1, "road": 0.9, "car": 0.5}})
+    publisher = MetricsPublisher(redis_url, keys.events("job"), "t")
+    publisher.metrics_event("train", 1, train_figures(1.0))
+    publisher.metrics_event("val", 1, split_scores(0.5, {"sky": 0.1, "road": 0.9, "car": 0.5}))
+    publisher.best_event(1, 1, 1, 0.5, Target())
     publisher.close()
     Aggregator(redis_client, "job").drain()
     assert list(trial_rows(redis_client, "job")[0]["val"]["per_class_iou"]) == ["sky", "road", "car"]

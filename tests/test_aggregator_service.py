@@ -1,5 +1,6 @@
 """`segq aggregator` as a service: killed mid-stream and restarted, it loses and doubles nothing."""
 import os
+import signal
 import subprocess
 import time
 
@@ -35,9 +36,19 @@ def progress(client, job_id):
     return total - undelivered - group["pending"], group["pending"], total
 
 
-def mid_way(client, job_id):
-    acked, _, total = progress(client, job_id)
-    return 0 < acked < total
+def stop_mid_batch(process, client, job_id, timeout=30.0):
+    """Freeze the service (SIGSTOP) and look: mid-batch means some entries acknowledged and some
+    held unacknowledged. If not, let it run a moment and look again. No timing window to hit:
+    the state is inspected while the process cannot move."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        process.send_signal(signal.SIGSTOP)
+        acked, pending, total = progress(client, job_id)
+        if 0 < acked < total and pending > 0:
+            return
+        process.send_signal(signal.SIGCONT)
+    raise AssertionError(f"the aggregator was never seen mid-batch within {timeout}s")
 
 
 def start_service(redis_url, job_id, *options):
@@ -66,7 +77,7 @@ def test_killed_service_resumes_without_losing_entries(redis_url, redis_client, 
     publish_job(redis_url, redis_client, "job")
     first = start_service(redis_url, "job")
     try:
-        wait_until(lambda: mid_way(redis_client, "job"), timeout=30, interval=0.005)
+        stop_mid_batch(first, redis_client, "job")
     finally:
         first.kill()  # SIGKILL: no chance to ack what it holds
         first.wait(10)

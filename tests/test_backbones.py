@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cluster.exceptions import SpecError
+from seg_models.exceptions import SpecError
 from seg_models.backbones import BACKBONES, build_backbone
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "torchvision_backbones.json"

@@ -1,55 +1,175 @@
-"""The CLI as a user runs it: bad input gives one line naming the field, exit 1, nothing submitted."""
+"""The CLI as a user runs it: bad input gives one line naming the field, exit 1, nothing submitted.
+
+Validation (flags, spec file, the dataset's manifest) happens before any connection, so these
+tests run `cluster.cli.app` in-process with no Redis and no Ray: anything that would connect
+is replaced by a trap that records the attempt.
+"""
 import json
+import os
 
 import pytest
-import redis
+from typer.testing import CliRunner
 
-from jobs import keys
-from tests.conftest import run_segq
-
-pytestmark = pytest.mark.ray
+from cluster.cli import app
+from workers.shards import FORMAT_NAME, FORMAT_VERSION, MANIFEST
 
 
-def job_count(env):
-    state = json.load(open(f"{env['SEGQ_HOME']}/cluster.json"))
-    return redis.Redis.from_url(state["redis"]["url"]).zcard(keys.jobs_index())
+@pytest.fixture
+def no_cluster(monkeypatch, tmp_path):
+    """A fresh SEGQ_HOME with nothing running, and traps on every way to reach a cluster."""
+    for name in [name for name in os.environ if name.startswith("SEGQ_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SEGQ_HOME", str(tmp_path / "home"))
+    attempts = []
+
+    def trap(name):
+        def connect(*args, **kwargs):
+            attempts.append(name)
+            raise RuntimeError(f"{name} called before validation finished")
+        return connect
+
+    monkeypatch.setattr("cluster.cli_context.resolve", trap("resolve"))
+    monkeypatch.setattr("cluster.local.up", trap("local.up"))
+    for module in ("cluster.cli_submit", "cluster.cli_watch", "cluster.connect"):
+        monkeypatch.setattr(f"{module}.connect_redis", trap("connect_redis"))
+    monkeypatch.setattr("cluster.cli_submit.jobs_client", trap("jobs_client"))
+    monkeypatch.setattr("cluster.connect.init_ray", trap("init_ray"))
+    return attempts
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """A folder that passes the CLI's dataset check (a manifest; no shards are read before submission)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / MANIFEST).write_text(json.dumps({"format": FORMAT_NAME, "format_version": FORMAT_VERSION}))
+    return root
+
+
+def segq(*args):
+    return CliRunner().invoke(app, list(args))
+
+
+def assert_refused(result, message, attempts):
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert attempts == []  # nothing was started, nothing connected, nothing submitted
 
 
 @pytest.mark.parametrize("args, message", [
     (["--arch", "unet,bogusnet"], "archs: unknown architecture 'bogusnet'; valid:"),
     (["--arch", "unet", "--lr", "-0.1"], "train.lr: Input should be greater than 0"),
+    (["--arch", "unet", "--lr", "1e-3,-2"], "train.lr: Input should be greater than 0"),
     (["--arch", "unet", "--lr", "fast"], "cannot read 'fast' as a comma-separated list of float"),
     (["--arch", "unet", "--workers-per-trial", "0"], "resources.workers_per_trial: Input should be greater"),
+    (["--arch", "unet", "--epochs", "0"], "train.epochs: Input should be greater than or equal to 1"),
+    ([], "archs: missing (pass --arch NAME[,NAME] or set archs: in the spec file)"),
 ])
-def test_bad_flags_are_refused_before_submission(segq_env, tiny_dataset, args, message):
-    before = job_count(segq_env)
-    result = run_segq("submit", "sweep", "--data", str(tiny_dataset), *args, env=segq_env)
-    assert result.returncode == 1
-    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert result.stderr.startswith("error: ")
-    assert job_count(segq_env) == before
+def test_bad_sweep_flags_are_refused_before_submission(no_cluster, dataset, args, message):
+    assert_refused(segq("submit", "sweep", "--data", str(dataset), *args, "--wait"), message, no_cluster)
 
 
-def test_unknown_spec_field_names_file_and_field(segq_env, tiny_dataset, tmp_path):
+@pytest.mark.parametrize("args, message", [
+    (["--keep-percent", "120"], "keep_percent: Input should be less than 100"),
+    (["--relevance", "loudest"], "relevance: Input should be 'softmax_foreground' or 'random'"),
+    (["--fill", "sideways"], "fill: Input should be 'zero', 'blur' or 'mean'"),
+    (["--iterations", "0"], "iterations: Input should be greater than or equal to 1"),
+])
+def test_bad_saliency_flags_are_refused_before_submission(no_cluster, dataset, args, message):
+    result = segq("submit", "saliency", "--data", str(dataset), "--arch", "unet", *args)
+    assert_refused(result, message, no_cluster)
+
+
+def test_missing_data_flag_is_refused(no_cluster):
+    assert_refused(segq("submit", "sweep", "--arch", "unet"), "data: missing (pass --data DIR", no_cluster)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("archs: [unet]\ntrain:\n  epochs: 1\n  learning_rate: 0.1\n", "train.learning_rate: unknown field"),
+    ("archs: [unet]\nmetric: val_accuracy\n", "metric: unknown metric 'val_accuracy'; valid: val_miou"),
+    ("archs: [unet]\nmodels:\n  segnet: {width: 0.5}\n",
+     "models.segnet: options given for an architecture not in archs"),
+    ("archs: [unet]\nmodels:\n  unet: {depth: {grid: [3, deep]}}\n",
+     "models.unet.depth: Input should be a valid integer"),
+])
+def test_bad_spec_file_names_file_and_field(no_cluster, dataset, tmp_path, body, message):
     spec = tmp_path / "sweep.yaml"
-    spec.write_text(f"data: {tiny_dataset}\narchs: [unet]\ntrain:\n  epochs: 1\n  learning_rate: 0.1\n")
-    before = job_count(segq_env)
-    result = run_segq("submit", "sweep", str(spec), env=segq_env)
-    assert result.returncode == 1
-    assert f"{spec}: train.learning_rate: unknown field" in result.stderr
-    assert job_count(segq_env) == before
+    spec.write_text(f"data: {dataset}\n{body}")
+    assert_refused(segq("submit", "sweep", str(spec)), f"{spec}: {message}", no_cluster)
 
 
-def test_missing_dataset_is_refused(segq_env, tmp_path):
-    result = run_segq("submit", "sweep", "--data", str(tmp_path / "nothing"), "--arch", "unet", env=segq_env)
-    assert result.returncode == 1 and "no manifest; prepare the dataset first" in result.stderr
+def test_unreadable_spec_file_is_refused(no_cluster, tmp_path):
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text("data: [unclosed\n")
+    assert_refused(segq("submit", "sweep", str(spec)), f"{spec}: not valid YAML", no_cluster)
+    assert_refused(segq("submit", "sweep", str(tmp_path / "none.yaml")), "none.yaml: no such spec file", no_cluster)
 
 
-def test_unknown_job(segq_env):
-    result = run_segq("summary", "no-such-job", env=segq_env)
-    assert result.returncode == 1 and "no such job: no-such-job" in result.stderr
+def test_missing_dataset_is_refused(no_cluster, tmp_path):
+    result = segq("submit", "sweep", "--data", str(tmp_path / "nothing"), "--arch", "unet")
+    assert_refused(result, "no manifest; prepare the dataset first", no_cluster)
+
+
+def test_a_remote_cluster_checks_no_local_path(no_cluster, tmp_path):
+    """With --address the data path is the cluster's: validation passes and submission connects."""
+    result = segq("--address", "http://head:8265", "--redis-url", "redis://head:6379/0",
+                  "submit", "sweep", "--data", str(tmp_path / "nothing"), "--arch", "unet")
+    assert result.exit_code == 1 and isinstance(result.exception, RuntimeError)
+    assert no_cluster == ["resolve"]
+
+
+def test_bad_prepare_layout_is_refused_before_any_task(no_cluster, tmp_path):
+    from tests.test_source_folder import write_folder
+
+    root = tmp_path / "set"
+    write_folder(root, count=2)
+    result = segq("data", "prepare", "folder", str(root / "images"), "--out", str(tmp_path / "out"))
+    assert_refused(result, f"{root / 'images'}: no images/ and no masks/ folder; expected ROOT/images/ and "
+                           f"ROOT/masks/ with matching file names, and ROOT/classes.txt; {root / 'images'} is a "
+                           f"folder inside the dataset: point at {root}", no_cluster)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_prepare_source_is_refused(no_cluster, tmp_path):
+    result = segq("data", "prepare", "kitti", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert_refused(result, "source 'kitti': unknown; available:", no_cluster)
+
+
+def test_unknown_job(redis_url, monkeypatch, tmp_path):
+    monkeypatch.setenv("SEGQ_HOME", str(tmp_path / "home"))
+    result = segq("--redis-url", redis_url, "watch", "no-such-job")
+    assert result.exit_code == 1 and result.stderr.strip() == "error: no such job: no-such-job"
 
 
 def test_models_lists_the_registry():
-    result = run_segq("models", "--num-classes", "6", check=True)
+    result = segq("models", "--num-classes", "6")
+    assert result.exit_code == 0, result.output
     assert "unet" in result.stdout and "parameters" in result.stdout
+
+
+def cityscapes_like(tmp_path, background):
+    """A manifest of train_ids data: 19 classes, none of them background."""
+    root = tmp_path / "cityscapes"
+    root.mkdir()
+    manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "source": "cityscapes",
+                "label_mode": "train_ids", "num_classes": 19, "background_classes": background}
+    (root / MANIFEST).write_text(json.dumps(manifest))
+    return root
+
+
+def test_saliency_on_data_without_a_background_class_is_refused(no_cluster, tmp_path):
+    data = cityscapes_like(tmp_path, [])
+    result = segq("submit", "saliency", "--data", str(data), "--arch", "unet", "--iterations", "2")
+    assert_refused(result, "background_classes: ", no_cluster)
+    assert "has no background class" in result.stderr and "set background_classes" in result.stderr
+
+
+@pytest.mark.parametrize("background, message", [
+    ("[]", "background_classes: an empty list makes every class relevant"),
+    ("[19]", "background_classes: class 19 is not one of the dataset's 19 classes"),
+])
+def test_bad_background_classes_are_refused(no_cluster, tmp_path, background, message):
+    spec = tmp_path / "saliency.yaml"
+    spec.write_text(f"data: {cityscapes_like(tmp_path, [0])}\narchs: [unet]\nbackground_classes: {background}\n")
+    assert_refused(segq("submit", "saliency", str(spec)), message, no_cluster)

@@ -48,18 +48,6 @@ def test_bad_file_inside_a_ray_task_fails_with_one_line(segq_env, tmp_path, spoi
     assert_nothing_written(out)
 
 
-def test_wrong_layout_is_refused_before_any_task(segq_env, tmp_path):
-    root = tmp_path / "set"
-    write_folder(root, count=2)
-    result = run_segq("data", "prepare", "folder", str(root / "images"), "--out", str(tmp_path / "out"),
-                      env=segq_env)
-    assert result.returncode == 1
-    assert result.stderr.strip() == (
-        f"error: {root / 'images'}: no images/ and no masks/ folder; expected ROOT/images/ and ROOT/masks/ with "
-        f"matching file names, and ROOT/classes.txt; {root / 'images'} is a folder inside the dataset: point at {root}")
-    assert not (tmp_path / "out").exists()
-
-
 @pytest.fixture(scope="module")
 def prepared(segq_env, tmp_path_factory):
     """A folder dataset with one corrupt image, prepared with --skip-bad into several shards."""

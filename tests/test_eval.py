@@ -13,8 +13,9 @@ from jobs.sources.cityscapes import cityscapes_dataset, load_cityscapes
 from seg_models.registry import build_model
 from tests.conftest import run_segq
 from tests.test_source_cityscapes import run_inline
-from workers.checkpointing import save_checkpoint
+from workers.checkpointing import checkpoint_state, save_checkpoint
 from workers.shards import read_manifest
+from workers.trial_spec import TrainParams, TrialContext, TrialSpec
 
 TREE = {"train": {"aachen": 2}, "val": {"frankfurt": 3, "lindau": 2}}
 MODEL = {"base_width": 4, "depth": 2}
@@ -58,16 +59,15 @@ def train_ids_data(cityscapes_root, tmp_path_factory):
 @pytest.fixture(scope="module")
 def checkpoint(train_ids_data, tmp_path_factory):
     """A random 19-class unet, saved as the train loop saves a trial's checkpoint."""
-    from workers.train_loop import dataset_facts
-
     torch.manual_seed(0)
     model = build_model("unet", 19, MODEL)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(0.0, 1.0)  # wide weights: predictions spread over many classes, not one
-    state = {"format": "segq-checkpoint", "model": model.state_dict(), "epoch": 1, "job_id": "sweep-eval",
-             "trial": {"name": "000_unet", "arch": "unet", "model": MODEL}, "num_classes": 19,
-             "dataset": dataset_facts(read_manifest(train_ids_data), str(train_ids_data))}
+    trial = TrialSpec(name="000_unet", arch="unet", model=MODEL, train=TrainParams())
+    context = TrialContext(job_id="sweep-eval", data=str(train_ids_data), storage=str(train_ids_data),
+                           redis_url="redis://unused", events_stream="unused")
+    state = checkpoint_state(model, trial, context, read_manifest(train_ids_data), epoch=1)
     return save_checkpoint(tmp_path_factory.mktemp("checkpoint"), state)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from cluster.exceptions import InputShapeError, SpecError
+from seg_models.exceptions import InputShapeError, SpecError
 from seg_models.backbones import build_backbone
 from seg_models.base import count_parameters, split_outputs
 from seg_models.pspnet import PSPNetOptions

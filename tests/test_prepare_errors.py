@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cluster.exceptions import DataError
+from workers.exceptions import DataError
 from jobs.prepare import prepare
 from jobs.sources.folder import folder_dataset, load_folder
+from jobs.sources.images import read_rgb
 from tests.test_source_folder import write_folder
 from workers.shards import MANIFEST, ShardedSplit
 
@@ -160,3 +161,14 @@ def test_jpeg_truncated_inside_its_data_is_caught(tmp_path):
     (root / "images" / "sample_000.jpg").write_bytes(buffer.getvalue()[:-300])
     with pytest.raises(DataError, match="sample_000.jpg: cannot decode the image"):
         prepare(folder_dataset(root, split=(1.0, 0.0, 0.0)), load_folder, out, (16, 24), 4, "none", False, run_inline)
+
+
+def test_read_rgb_reads_by_the_same_policy_without_the_skip_bad_hint(tmp_path):
+    """`segq predict` reads its images with read_rgb: the preparation's policy, an (H, W, 3) array,
+    and an error that names the file without suggesting --skip-bad, which predict does not have."""
+    gray = save(tmp_path / "gray.png", np.full((6, 9), 70, np.uint8))
+    assert read_rgb(gray).shape == (6, 9, 3) and (read_rgb(gray) == 70).all()
+    broken = truncate(save(tmp_path / "broken.png", np.zeros((32, 48, 3), np.uint8)))
+    with pytest.raises(DataError) as caught:
+        read_rgb(broken)
+    assert str(caught.value).startswith(f"{broken}: cannot decode the image") and "--skip-bad" not in str(caught.value)

@@ -2,18 +2,23 @@ import json
 
 import pytest
 
-from cluster.exceptions import NoSuchJob
+from jobs.exceptions import NoSuchJob
 from jobs import keys
 from jobs.records import JobRecord, JobStatus, list_jobs, resolve_job_id, set_status
 
 
+TRIALS = [{"name": "000_unet", "arch": "unet", "model": {"depth": 3}, "train": {"lr": 0.001}, "saliency": None}]
+
+
 def test_record_hash_schema(redis_client):
-    record = JobRecord(id="sweep-1", kind="sweep", spec={"archs": ["unet"]}, name="demo", ray_submission_id="sweep-1")
+    record = JobRecord(id="sweep-1", kind="sweep", spec={"archs": ["unet"]}, trials=TRIALS, name="demo",
+                       ray_submission_id="sweep-1")
     record.save(redis_client)
     stored = redis_client.hgetall("segq:job:sweep-1")
-    assert set(stored) == {"id", "kind", "spec", "status", "name", "ray_submission_id", "dashboard_url", "error",
-                           "created_at", "started_at", "ended_at"}
+    assert set(stored) == {"id", "kind", "spec", "trials", "status", "name", "ray_submission_id", "dashboard_url",
+                           "error", "created_at", "started_at", "ended_at"}
     assert stored["status"] == "queued" and json.loads(stored["spec"]) == {"archs": ["unet"]}
+    assert json.loads(stored["trials"]) == TRIALS
     assert redis_client.zscore("segq:jobs", "sweep-1") == pytest.approx(record.created_at)
     assert JobRecord.load(redis_client, "sweep-1") == record
 
@@ -48,3 +53,9 @@ def test_key_schema():
     assert keys.events("x") == "segq:job:x:events"
     assert keys.trial_metrics("x", "t") == "segq:job:x:trial:t:metrics"
     assert keys.parse_metrics_field(keys.metrics_field(2, 5, "val")) == (2, 5, "val")
+
+
+def test_a_record_without_trials_reads_as_an_empty_list(redis_client):
+    JobRecord(id="old", kind="sweep", spec={}).save(redis_client)
+    redis_client.hdel("segq:job:old", "trials")  # written before the field existed
+    assert JobRecord.load(redis_client, "old").trials == []

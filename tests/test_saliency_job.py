@@ -4,8 +4,8 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import redis
@@ -34,8 +34,33 @@ def train_worker_pids() -> list[int]:
     return pids
 
 
+def stream_entries(client, job_id) -> list[tuple[str, dict]]:
+    """The job's raw event stream: every event as published, replays included."""
+    return [(entry_id, json.loads(fields["data"])) for entry_id, fields in client.xrange(keys.events(job_id))]
+
+
 def events(client, job_id):
-    return [json.loads(fields["data"]) for _, fields in client.xrange(keys.events(job_id))]
+    return [event for _, event in stream_entries(client, job_id)]
+
+
+def stream_order(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence)
+
+
+def newest_saliency_job(client) -> str | None:
+    """Earlier tests of the session may have submitted sweeps: wait for this module's job."""
+    newest = client.zrange(keys.jobs_index(), -1, -1)
+    return newest[0] if newest and newest[0].startswith("saliency-") else None
+
+
+class SaliencyJob(NamedTuple):
+    job_id: str
+    rows: list[dict]
+    before: dict[str, str]
+    client: redis.Redis
+    first_trial: str
+    killed_after: str  # the last stream entry before the train workers were killed
 
 
 @pytest.fixture(scope="module")
@@ -47,28 +72,27 @@ def saliency_job(segq_env, tiny_dataset):
         [SEGQ, "submit", "saliency", "--data", str(tiny_dataset), "--arch", "unet", "--iterations", str(ITERATIONS),
          "--keep-percent", str(KEEP), "--epochs", str(EPOCHS), "--workers-per-trial", "2", "--batch-size", "4",
          "--controls", "--wait"], env=segq_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    job_id = wait_until(lambda: next(iter(client.zrange(keys.jobs_index(), -1, -1)), None)
-                        if client.zcard(keys.jobs_index()) else None, 60)
-    while not job_id.startswith("saliency-"):
-        time.sleep(0.5)
-        job_id = client.zrange(keys.jobs_index(), -1, -1)[0]
+    job_id = wait_until(lambda: newest_saliency_job(client), 120)
     first_trial = "000_unet_relevance=softmax_foreground"
-    # Kill one DDP worker once iteration 2 has finished an epoch: the trial must resume inside
-    # iteration 2 from its checkpoint, not redo iteration 1.
+    # Kill the DDP workers once iteration 2 has finished an epoch: the trial must resume inside
+    # iteration 2 from its checkpoint, not redo iteration 1. Every train worker alive is killed,
+    # so the first trial's are among them whichever trials run beside it.
     wait_until(lambda: any(e.get("trial") == first_trial and e.get("iteration") == 2 and e.get("split") == "val"
                            for e in events(client, job_id)), 600, interval=0.3)
     victims = train_worker_pids()
     assert victims, "no Ray Train worker to kill"
-    os.kill(victims[0], signal.SIGKILL)
+    killed_after = stream_entries(client, job_id)[-1][0]
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
     stdout, stderr = process.communicate(timeout=900)
     assert process.returncode == 0, stdout + stderr
     assert stdout.strip().splitlines()[-1] == job_id
     rows = json.loads(run_segq("summary", job_id, "--format", "json", env=segq_env, check=True).stdout)
-    return job_id, rows, before, client, first_trial
+    return SaliencyJob(job_id, rows, before, client, first_trial, killed_after)
 
 
 def test_one_row_per_iteration_with_compounding_kept_fraction(saliency_job):
-    _, rows, _, _, _ = saliency_job
+    rows = saliency_job.rows
     assert len(rows) == 2 * ITERATIONS
     for trial in {row["trial"] for row in rows}:
         mine = sorted((row for row in rows if row["trial"] == trial), key=lambda row: row["iteration"])
@@ -82,21 +106,36 @@ def test_one_row_per_iteration_with_compounding_kept_fraction(saliency_job):
 
 
 def test_controls_run_beside_the_saliency_trial(saliency_job):
-    _, rows, _, _, _ = saliency_job
+    rows = saliency_job.rows
     relevance = {row["params"]["saliency"]["relevance"] for row in rows}
     assert relevance == {"softmax_foreground", "random"}
 
 
 def test_original_shards_are_byte_identical(saliency_job, tiny_dataset):
-    _, _, before, _, _ = saliency_job
-    assert shard_digests(tiny_dataset) == before
+    assert shard_digests(tiny_dataset) == saliency_job.before
 
 
 def test_killed_worker_resumed_inside_iteration_two(saliency_job):
-    job_id, _, _, client, first_trial = saliency_job
-    mine = [e for e in events(client, job_id) if e.get("trial") == first_trial and e["type"] == "metrics"]
-    iteration_one_train = [e for e in mine if e["iteration"] == 1 and e["split"] == "train"]
-    assert sorted(e["epoch"] for e in iteration_one_train) == [1, 2]  # iteration 1 was not redone
+    job = saliency_job
+    mine = [(entry_id, e) for entry_id, e in stream_entries(job.client, job.job_id)
+            if e.get("trial") == job.first_trial]
+    # Each start of the trial's worker group publishes its setup facts once: a start after the
+    # kill is the restart, so the kill really hit this trial.
+    starts = [entry_id for entry_id, e in mine if e["type"] == "trial" and e.get("protocol")]
+    restarts = [entry_id for entry_id in starts if stream_order(entry_id) > stream_order(job.killed_after)]
+    assert len(starts) >= 2 and restarts, starts
+    restarted = restarts[0]
+    after = [e for entry_id, e in mine if stream_order(entry_id) > stream_order(restarted) and e["type"] == "metrics"]
+    assert after and min(e["iteration"] for e in after) == 2  # resumed inside iteration 2...
+    metrics = [e for _, e in mine if e["type"] == "metrics"]
+    iteration_one_train = [e for e in metrics if e["iteration"] == 1 and e["split"] == "train"]
+    assert sorted(e["epoch"] for e in iteration_one_train) == [1, 2]  # ...and iteration 1 was not redone
+    # ...and recovered: every epoch of the later iterations is there, and the trial finished.
+    for iteration in (2, 3):
+        published = {(e["epoch"], e["split"]) for e in metrics if e["iteration"] == iteration}
+        assert published == {(epoch, split) for epoch in range(1, EPOCHS + 1) for split in ("train", "val", "test")}
+    statuses = [e["status"] for _, e in mine if e["type"] == "trial" and e.get("status")]
+    assert statuses[-1] == "finished"
 
 
 def test_validation_and_test_metrics_are_on_unmasked_images(saliency_job, tiny_dataset):
@@ -108,11 +147,12 @@ def test_validation_and_test_metrics_are_on_unmasked_images(saliency_job, tiny_d
     from jobs.summary import trial_metrics
     from workers.augment import Normalize
     from workers.data import SplitDataset
-    from workers.inference import load_trained_model
+    from jobs.inference import load_trained_model
     from workers.shards import ShardedSplit
-    from workers.train_loop import evaluate
+    from workers.evaluation import evaluate
 
-    job_id, rows, _, client, first_trial = saliency_job
+    job_id, rows, client, first_trial = (saliency_job.job_id, saliency_job.rows, saliency_job.client,
+                                         saliency_job.first_trial)
     last = next(row for row in rows if row["trial"] == first_trial and row["iteration"] == ITERATIONS)
     published = trial_metrics(client, job_id, first_trial)
     trained = load_trained_model(last["best_checkpoint"])
@@ -129,7 +169,7 @@ def test_validation_and_test_metrics_are_on_unmasked_images(saliency_job, tiny_d
 def test_report_draws_the_saliency_curve_grids_and_the_control_comparison(segq_env, saliency_job, tmp_path):
     from tests.report_checks import check_report
 
-    job_id, _, _, _, _ = saliency_job
+    job_id = saliency_job.job_id
     out = tmp_path / "report"
     run_segq("summary", job_id, "--format", "md", "--out", str(out), env=segq_env, check=True)
     check_report(out, expected_plots=("saliency_curve", "learning_curves", "per_class_iou"))

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from cluster.exceptions import DataError
+from workers.exceptions import DataError
 from jobs.prepare import prepare
 from jobs.sources.synthetic import CLASS_NAMES, load_synthetic, synthetic_dataset
 from workers.shards import MANIFEST, ShardedSplit, rank_indices, read_manifest

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from cluster.exceptions import DataError
+from workers.exceptions import DataError
 from jobs.prepare import prepare
 from jobs.sources.cityscapes import LABELS, cityscapes_dataset, load_cityscapes
 from workers.shards import ShardedSplit

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cluster.exceptions import DataError
+from workers.exceptions import DataError
 from jobs.prepare import prepare
 from jobs.sources.folder import folder_dataset, load_folder, voc_palette
 from workers.shards import ShardedSplit

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cluster.exceptions import DataError
+from workers.exceptions import DataError
 from jobs.prepare import prepare
 from jobs.sources.pets import load_pets, pets_dataset
 from workers.shards import ShardedSplit

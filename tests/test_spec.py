@@ -1,17 +1,21 @@
 import pytest
 
-from cluster.exceptions import SpecError
-from jobs.spec import SweepSpec, load_yaml, parse_spec
+from seg_models.exceptions import SpecError
+from jobs.spec import SweepSpec, expand_trials, load_yaml, parse_spec
 
 
 def sweep(**fields):
     return parse_spec(SweepSpec, {"data": "/data", "archs": ["unet"], **fields})
 
 
+def trials_of(**fields):
+    return expand_trials(sweep(**fields))
+
+
 def test_grid_expands_to_readable_fully_resolved_trials():
     spec = sweep(models={"unet": {"base_width": {"grid": [8, 16]}, "depth": 3}},
                  train={"lr": {"grid": [1e-3, 3e-3]}, "epochs": 2})
-    trials = spec.trials()
+    trials = expand_trials(spec)
     assert [t.name for t in trials] == [
         "000_unet_base_width=8_lr=0.001", "001_unet_base_width=8_lr=0.003",
         "002_unet_base_width=16_lr=0.001", "003_unet_base_width=16_lr=0.003",
@@ -34,7 +38,29 @@ def test_grid_expands_to_readable_fully_resolved_trials():
 ])
 def test_invalid_specs_name_the_field(fields, message):
     with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        sweep(**fields)
+        trials_of(**fields)
+
+
+def test_validation_does_not_expand(monkeypatch):
+    """One-way flow: parsing checks the fields; the trials are expanded once, on request."""
+    calls = []
+    original = SweepSpec.trials
+    monkeypatch.setattr(SweepSpec, "trials", lambda self: calls.append(1) or original(self))
+    spec = sweep(train={"lr": {"grid": [1e-3, 3e-3]}})
+    assert calls == []
+    assert len(expand_trials(spec)) == 2 and calls == [1]
+
+
+def test_expansion_errors_name_the_spec_file():
+    spec = sweep(train={"lr": {"grid": [1e-3, -2]}})
+    with pytest.raises(SpecError, match=r"^sweep\.yaml: train\.lr: Input should be greater than 0"):
+        expand_trials(spec, "sweep.yaml")
+
+
+def test_unknown_metric_is_refused():
+    with pytest.raises(SpecError, match="^metric: unknown metric 'val_accuracy'; valid: val_miou"):
+        sweep(metric="val_accuracy")
+    assert sweep(metric="train_loss", mode="min").target.mode == "min"
 
 
 def test_yaml_errors_name_the_file(tmp_path):
@@ -49,11 +75,11 @@ def test_yaml_errors_name_the_file(tmp_path):
 def test_choice_values_are_drawn_per_sample_reproducibly():
     fields = {"samples": 4, "models": {"unet": {"base_width": {"choice": [8, 16, 32]}}},
               "train": {"lr": {"choice": [1e-3, 3e-3]}, "epochs": {"grid": [1, 2]}}}
-    trials = sweep(**fields).trials()
+    trials = trials_of(**fields)
     assert len(trials) == 4 * 2  # samples x grid points
     assert all(t.model["base_width"] in (8, 16, 32) and t.train.lr in (1e-3, 3e-3) for t in trials)
-    assert [t.name for t in trials] == [t.name for t in sweep(**fields).trials()]  # seeded
-    assert [t.name for t in trials] != [t.name for t in sweep(search_seed=1, **fields).trials()]
+    assert [t.name for t in trials] == [t.name for t in trials_of(**fields)]  # seeded
+    assert [t.name for t in trials] != [t.name for t in trials_of(search_seed=1, **fields)]
     for first, second in zip(trials[::2], trials[1::2]):  # one draw shared by the grid points of a sample
         assert (first.model, first.train.lr) == (second.model, second.train.lr)
         assert (first.train.epochs, second.train.epochs) == (1, 2)

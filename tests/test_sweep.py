@@ -95,7 +95,7 @@ def test_predict_writes_masks_and_overlays(segq_env, finished_sweep, tmp_path):
     from PIL import Image
 
     from jobs.sources.synthetic import PALETTE, render_sample
-    from workers.inference import load_trained_model, predict_classes
+    from jobs.inference import load_trained_model, predict_classes
 
     job_id, _ = finished_sweep
     checkpoint = best_checkpoint(segq_env, job_id)
@@ -121,7 +121,7 @@ def test_predict_writes_masks_and_overlays(segq_env, finished_sweep, tmp_path):
 def test_export_gives_the_same_logits(segq_env, finished_sweep, tmp_path, format):
     import torch
 
-    from workers.inference import load_trained_model
+    from jobs.inference import load_trained_model
 
     job_id, _ = finished_sweep
     checkpoint = best_checkpoint(segq_env, job_id)

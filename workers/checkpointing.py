@@ -1,6 +1,8 @@
 """Trial checkpoints: one file holding everything needed to resume or to predict.
 
 Saved as plain tensors, numbers, strings, lists and dicts, so loading works with weights_only=True.
+Both kinds a trial writes, the per-epoch checkpoint and a saliency iteration's model, are built
+by `checkpoint_state`, so predict, eval and export read them the same way.
 """
 from __future__ import annotations
 
@@ -8,9 +10,41 @@ from pathlib import Path
 
 import torch
 
-from cluster.exceptions import CheckpointError
+from workers.exceptions import CheckpointError
+from workers.trial_spec import TrialContext, TrialSpec
 
 CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = "segq-checkpoint"
+
+
+def checkpoint_state(model: torch.nn.Module, trial: TrialSpec, context: TrialContext, manifest: dict,
+                     **entries) -> dict:
+    """The model with what rebuilds and preprocesses for it, plus the caller's `entries`: what a
+    resume needs (optimizer, scheduler, progress, epoch, metrics) or a saliency iteration's number."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": model.state_dict(),
+        "trial": trial.model_dump(),
+        "job_id": context.job_id,
+        "num_classes": manifest["num_classes"],
+        "dataset": dataset_facts(manifest, context.data),
+        **entries,
+    }
+
+
+def dataset_facts(manifest: dict, root: str) -> dict:
+    """What predict/eval need to preprocess exactly as in training."""
+    return {
+        "root": root,
+        "source": manifest["source"],
+        "image_size": manifest["image_size"],
+        "class_names": manifest["class_names"],
+        "palette": manifest["palette"],
+        "ignore_index": manifest["ignore_index"],
+        "label_mode": manifest.get("label_mode"),
+        "mean": manifest["mean"],
+        "std": manifest["std"],
+    }
 
 
 def save_checkpoint(directory: Path, state: dict) -> Path:

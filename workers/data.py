@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from workers.augment import Normalize, augment
+from workers.augment import Normalize, augment, train_transform
 from workers.saliency import KeepMasks, apply_fill
 from workers.shards import ShardedSplit
 
@@ -34,6 +34,31 @@ class SplitDataset(Dataset):
             image = apply_fill(image, keep, self.fill, self.mean_rgb)
         # The mask view is read-only; torch wants a writable buffer, so this is the one copy.
         return self.normalize(image), torch.from_numpy(np.array(mask, dtype=np.int64))
+
+    def with_keep_masks(self, keep_masks: KeepMasks | None) -> "SplitDataset":
+        """The same rows and preprocessing, with removed pixels filled by `keep_masks`."""
+        return SplitDataset(self.split, self.transform, self.normalize, keep_masks, self.fill)
+
+    def without_augmentation(self) -> "SplitDataset":
+        return SplitDataset(self.split, None, self.normalize, self.keep_masks, self.fill)
+
+
+def open_labeled_splits(data_root: str, manifest: dict, names: tuple[str, ...]) -> dict[str, ShardedSplit]:
+    """Those of `names` that have rows and masks: a split without labels is neither trained on nor scored."""
+    labeled = [name for name, info in manifest["splits"].items() if info["has_masks"] and info["rows"] > 0]
+    return {name: ShardedSplit(data_root, name, manifest=manifest) for name in names if name in labeled}
+
+
+def build_datasets(splits: dict[str, ShardedSplit], manifest: dict, augment_preset: str,
+                   fill: str) -> dict[str, SplitDataset]:
+    """The training rows augmented with the preset, the others only normalised; none masked yet."""
+    height, width = manifest["image_size"]
+    normalize = Normalize(manifest["mean"], manifest["std"])
+    return {
+        name: SplitDataset(split, train_transform(augment_preset, height, width, manifest["ignore_index"])
+                           if name == "train" else None, normalize, fill=fill)
+        for name, split in splits.items()
+    }
 
 
 def make_loader(dataset: SplitDataset, rows: np.ndarray, batch_size: int, training: bool) -> DataLoader:

@@ -16,12 +16,13 @@ def build_optimizer(params, name: str, lr: float, weight_decay: float, momentum:
     raise ValueError(f"unknown optimizer {name!r}; valid: adam, adamw, sgd")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs: int, warmup_epochs: int):
-    """Stepped once per epoch; `plateau` is stepped with the validation metric (mode max)."""
+def build_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs: int, warmup_epochs: int,
+                    mode: str):
+    """Stepped once per epoch; `plateau` is stepped with the trial's target value, in its `mode`."""
     if name == "none":
         return None
     if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=2)
 
     def factor(epoch: int) -> float:
         if epoch < warmup_epochs:
@@ -35,3 +36,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs: int, wa
 
     factor(0)  # reject an unknown name now, not at the end of the first epoch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def step_scheduler(scheduler, target_value: float) -> None:
+    if scheduler is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(target_value)
+    else:
+        scheduler.step()

@@ -9,15 +9,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from workers.palette import colour_classes  # noqa: E402
 from workers.saliency import KeepMasks, apply_fill  # noqa: E402
 
 SAMPLES = 8
-
-
-def colour_mask(mask: np.ndarray, palette: list[list[int]]) -> np.ndarray:
-    lookup = np.full((256, 3), 255, np.uint8)  # ignore index and unknown ids: white
-    lookup[: len(palette)] = np.asarray(palette, np.uint8)
-    return lookup[mask]
 
 
 def write_sample_grid(dataset, path: Path, keep_masks: KeepMasks | None, title: str, count: int = SAMPLES) -> Path:
@@ -30,7 +25,7 @@ def write_sample_grid(dataset, path: Path, keep_masks: KeepMasks | None, title: 
         if keep_masks is not None:
             image = apply_fill(image, keep_masks.get(column), dataset.fill, dataset.mean_rgb)
         axes[0][column].imshow(image)
-        axes[1][column].imshow(colour_mask(mask, split.manifest["palette"]))
+        axes[1][column].imshow(colour_classes(mask, split.manifest["palette"]))
         for row in (0, 1):
             axes[row][column].axis("off")
     figure.suptitle(title, fontsize=9)

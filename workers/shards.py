@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from cluster.exceptions import DataError
+from workers.exceptions import DataError
 
 FORMAT_NAME = "segq-shards"
 FORMAT_VERSION = 1

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.exceptions import DataError
-from jobs.prepare import SKIP_HINT, Dataset, Sample
+from workers.exceptions import DataError
+from jobs.sources.base import SKIP_HINT, Dataset, Sample, Source, SourceFlag, SourceRequest
 from jobs.sources.images import inside_hint, load_pair, remap_labels, require_folder
 
 SPLITS = ("train", "val", "test")
@@ -139,3 +139,12 @@ def list_split(root: Path, split: str, label_mode: str, skip_bad: bool, skipped:
         ref = (str(image), str(mask) if mask else None, label_mode)
         samples.append(Sample(key, ref, label_file=str(mask) if mask else None))
     return samples
+
+
+def list_cityscapes(request: SourceRequest) -> Dataset:
+    return cityscapes_dataset(request.root, request.options["--label-mode"], request.skip_bad)
+
+
+LABEL_MODE_FLAG = SourceFlag("--label-mode", "train_ids",
+                             "train_ids (19 classes, the rest 255) or label_ids (34)")
+SOURCE = Source("cityscapes", list_cityscapes, load_cityscapes, flags=(LABEL_MODE_FLAG,))

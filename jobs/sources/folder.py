@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.exceptions import DataError
-from jobs.prepare import IGNORE_INDEX, SKIP_HINT, Dataset, Sample, seeded_split
+from workers.exceptions import DataError
+from jobs.sources.base import IGNORE_INDEX, SKIP_HINT, Dataset, Sample, Source, SourceFlag, SourceRequest
+from jobs.sources.splits import SPLIT_FLAG, seeded_split
 from jobs.sources.images import inside_hint, load_pair, require_folder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -126,3 +127,17 @@ def voc_palette(count: int) -> list[tuple[int, int, int]]:
             value >>= 3
         palette.append((red, green, blue))
     return palette
+
+
+def parse_classes(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def list_folder(request: SourceRequest) -> Dataset:
+    return folder_dataset(request.root, request.options["--classes"], request.options["--split"], request.seed,
+                          request.skip_bad)
+
+
+CLASSES_FLAG = SourceFlag("--classes", None, "class names a,b,c, id 0 first (instead of ROOT/classes.txt)",
+                          parse_classes)
+SOURCE = Source("folder", list_folder, load_folder, flags=(SPLIT_FLAG, CLASSES_FLAG))

@@ -1,12 +1,13 @@
 """Reading, checking and resizing the image and mask files of the file-based sources.
 
-Policy (the same for every source, documented in the README):
+Policy (the same for every source and for `segq predict`, documented in the README):
 - images: RGB as is; grayscale, palette, CMYK and YCbCr images are converted to RGB, and the
   conversion is recorded in the manifest (`converted`); an alpha channel that is fully opaque is
   dropped the same way; transparent pixels and 16/32-bit images are refused.
 - masks: one 8-bit channel of class ids (PNG modes L, P or 1); 16-bit, RGB and RGBA masks are refused.
 - a mask must have the size of its image; images are resized bilinearly, masks with nearest.
-Every problem is a DataError that names the file, so prepare() can stop or, with --skip-bad, skip it.
+Every problem is a DataError that names the file and says how to fix it; the preparation adds
+that --skip-bad would leave the sample out.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cluster.exceptions import DataError
-from jobs.prepare import SKIP_HINT, SampleConverted
+from workers.exceptions import DataError
+from jobs.sources.base import SampleConverted
 
 CONVERTIBLE_IMAGE_MODES = {"L": "grayscale", "P": "palette", "CMYK": "CMYK", "YCbCr": "YCbCr", "1": "bilevel"}
 ALPHA_IMAGE_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -26,28 +27,36 @@ MASK_MODES = ("L", "P", "1")
 
 def open_image(path: str | Path) -> Image.Image:
     """Open and fully decode a file, so that a truncated or corrupt one fails here."""
+    image = None
     try:
         image = Image.open(path)
         image.load()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found; restore it or list the dataset again") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        if image is not None:
+            image.close()
         raise DataError(f"{path}: cannot decode the image ({error}); the file is truncated or corrupt: "
-                        f"replace it, {SKIP_HINT}") from None
+                        f"replace it") from None
     return image
 
 
-def read_rgb(path: str | Path) -> Image.Image:
+def read_rgb(path: str | Path) -> np.ndarray:
+    """The file as an (H, W, 3) uint8 array, read by the policy above."""
+    return np.asarray(open_rgb(path)[0])
+
+
+def open_rgb(path: str | Path) -> tuple[Image.Image, str | None]:
+    """The file as an RGB image, and the conversion that took (None for an RGB file)."""
     image = open_image(path)
     if image.mode == "RGB":
-        return image
+        return image, None
     if image.mode in CONVERTIBLE_IMAGE_MODES:
-        warnings.warn(SampleConverted(f"{CONVERTIBLE_IMAGE_MODES[image.mode]} ({image.mode}) image converted to RGB"))
-        return image.convert("RGB")
+        return image.convert("RGB"), f"{CONVERTIBLE_IMAGE_MODES[image.mode]} ({image.mode}) image converted to RGB"
     if image.mode in ALPHA_IMAGE_MODES:
-        return drop_opaque_alpha(image, path)
+        return drop_opaque_alpha(image, path), f"opaque alpha channel of the {image.mode} image dropped"
     raise DataError(f"{path}: {image.mode} image (16/32-bit or unusual mode); images must be 8-bit RGB "
-                    f"or grayscale: convert it, {SKIP_HINT}")
+                    f"or grayscale: convert it")
 
 
 def drop_opaque_alpha(image: Image.Image, path: str | Path) -> Image.Image:
@@ -55,8 +64,7 @@ def drop_opaque_alpha(image: Image.Image, path: str | Path) -> Image.Image:
     alpha = np.asarray(image.getchannel(image.mode[-1]))
     if alpha.min() < 255:
         raise DataError(f"{path}: {image.mode} image with transparent pixels; flatten it onto a background "
-                        f"and save it as RGB, {SKIP_HINT}")
-    warnings.warn(SampleConverted(f"opaque alpha channel of the {image.mode} image dropped"))
+                        f"and save it as RGB")
     return image.convert("RGB")
 
 
@@ -71,14 +79,14 @@ def read_label(path: str | Path) -> Image.Image:
     else:
         problem = f"{mask.mode} mask"
     raise DataError(f"{path}: {problem}; masks must hold class ids in one 8-bit channel (8-bit grayscale "
-                    f"or palette PNG): convert it, {SKIP_HINT}")
+                    f"or palette PNG): convert it")
 
 
 def check_same_size(image: Image.Image, mask: Image.Image, image_path: str | Path, mask_path: str | Path) -> None:
     if image.size != mask.size:
         raise DataError(
             f"{mask_path}: mask is {mask.height}x{mask.width} but its image {Path(image_path).name} is "
-            f"{image.height}x{image.width}; a mask must have the size of its image: fix the pair, {SKIP_HINT}"
+            f"{image.height}x{image.width}; a mask must have the size of its image: fix the pair"
         )
 
 
@@ -97,7 +105,9 @@ def resize_label(mask: Image.Image, height: int, width: int) -> np.ndarray:
 
 def load_pair(image_path: str, mask_path: str | None, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
     """The image (H, W, 3) and its mask (H, W) or None, checked and resized to height x width."""
-    image = read_rgb(image_path)
+    image, change = open_rgb(image_path)
+    if change is not None:
+        warnings.warn(SampleConverted(change))
     if mask_path is None:
         return resize_rgb(image, height, width), None
     mask = read_label(mask_path)
@@ -114,7 +124,7 @@ def remap_labels(mask: np.ndarray, table: dict[int, int], path: str, meaning: st
     mapped = lookup[mask]
     if (mapped < 0).any():
         value = int(mask[mapped < 0][0])
-        raise DataError(f"{path}: mask value {value} is not {meaning}; fix the mask, {SKIP_HINT}")
+        raise DataError(f"{path}: mask value {value} is not {meaning}; fix the mask")
     return mapped.astype(np.uint8)
 
 

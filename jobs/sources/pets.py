@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cluster.exceptions import DataError
-from jobs.prepare import SKIP_HINT, Dataset, Sample
+from workers.exceptions import DataError
+from jobs.sources.base import SKIP_HINT, Dataset, Sample, Source, SourceFlag, SourceRequest
 from jobs.sources.images import inside_hint, load_pair, remap_labels, require_folder
 
 BORDER_MODES = ("class", "ignore")
@@ -101,3 +101,13 @@ def list_samples(root: Path, names: list[str], border: str, skip_bad: bool, skip
             continue
         samples.append(Sample(name, (str(image), str(trimap), border), label_file=str(trimap)))
     return samples
+
+
+def list_pets(request: SourceRequest) -> Dataset:
+    return pets_dataset(request.root, request.options["--val-fraction"], request.seed, request.options["--border"],
+                        request.skip_bad)
+
+
+VAL_FRACTION_FLAG = SourceFlag("--val-fraction", 0.1, "share of trainval held out as val")
+BORDER_FLAG = SourceFlag("--border", "class", "the trimap border as a 'class' or 'ignore' (255)")
+SOURCE = Source("pets", list_pets, load_pets, flags=(VAL_FRACTION_FLAG, BORDER_FLAG))

@@ -33,6 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from workers.exceptions import DataError
+from jobs.sources.base import Dataset, Sample, Source, SourceFlag, SourceRequest
+from jobs.sources.splits import SPLIT_FLAG, seeded_split
+
 CLASS_NAMES: list[str] = ["background", "disk", "square", "triangle", "ring", "cross"]
 
 PALETTE: list[tuple[int, int, int]] = [
@@ -472,11 +476,8 @@ def load_synthetic(ref: tuple[int, int], height: int, width: int) -> tuple[np.nd
     return render_sample(seed, index, height, width)
 
 
-def synthetic_dataset(count: int, seed: int, split: tuple[float, float, float]):
+def synthetic_dataset(count: int, seed: int, split: tuple[float, float, float]) -> Dataset:
     """The prepare-able description of `count` scenes, split by a seeded shuffle."""
-    from cluster.exceptions import DataError
-    from jobs.prepare import Dataset, Sample, seeded_split
-
     if count < 3:
         raise DataError(f"--count {count}: need at least 3 scenes (one per split)")
     parts = seeded_split(count, split, seed)
@@ -488,3 +489,11 @@ def synthetic_dataset(count: int, seed: int, split: tuple[float, float, float]):
         splits={name: [Sample(f"synthetic/{i:06d}", (seed, int(i))) for i in rows] for name, rows in parts.items()},
         labeled={name: True for name in parts},
     )
+
+
+def list_synthetic(request: SourceRequest) -> Dataset:
+    return synthetic_dataset(request.options["--count"], request.seed, request.options["--split"])
+
+
+COUNT_FLAG = SourceFlag("--count", 200, "number of scenes")
+SOURCE = Source("synthetic", list_synthetic, load_synthetic, flags=(COUNT_FLAG, SPLIT_FLAG), needs_root=False)

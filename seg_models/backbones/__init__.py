@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from cluster.exceptions import SpecError
+from seg_models.exceptions import SpecError
 from seg_models.backbones.base import Backbone, scale_channels
 from seg_models.backbones.mobilenet import mobilenet_v2
 from seg_models.backbones.pretrained import load_pretrained

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cluster.exceptions import SpecError
+from seg_models.exceptions import SpecError
 
 MIN_CHANNELS = 8
 

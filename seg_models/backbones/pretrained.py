@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cluster.exceptions import SpecError
+from seg_models.exceptions import SpecError
 
 # torchvision's classification heads; a segmentation backbone has none.
 CLASSIFIER_PREFIXES = ("fc.", "classifier.")

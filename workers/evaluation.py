@@ -1,0 +1,54 @@
+"""Scores of a model over whole splits, shared by the train loop and `segq eval`.
+
+One confusion matrix per split: each rank counts its own rows, and the matrices are summed as
+integers across ranks (seg_models.metrics). Nothing here needs Ray.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from seg_models.metrics import ConfusionMatrix
+from workers.data import SplitDataset, make_loader
+from workers.shards import rank_indices
+
+EVAL_SPLITS = ("val", "test")
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset: SplitDataset, rank: int, world_size: int, batch_size: int,
+             device: torch.device, manifest: dict, memory_format=torch.contiguous_format) -> dict:
+    """Scores over the whole split, identical on every rank.
+
+    Runs the unwrapped model: ranks may see a different number of batches, and DDP's forward
+    would try to synchronise buffers on each of them. Evaluation images are never masked.
+    """
+    model.eval()
+    matrix = ConfusionMatrix(manifest["num_classes"], manifest["ignore_index"], device=device)
+    rows = rank_indices(len(dataset), rank, world_size, epoch=0, seed=0, shuffle=False, pad=False)
+    for images, masks in make_loader(dataset, rows, batch_size, training=False):
+        logits = model(images.to(device).to(memory_format=memory_format))
+        matrix.update(masks.to(device), logits.argmax(dim=1))
+    matrix.all_reduce()
+    return matrix.compute(manifest["class_names"])
+
+
+def evaluation_protocol(manifest: dict) -> dict:
+    """How the scores were obtained, so results are never compared across protocols by accident."""
+    height, width = manifest["image_size"]
+    return {
+        "source": manifest["source"],
+        "label_mode": manifest.get("label_mode") or "dataset",
+        "ignore_index": manifest["ignore_index"],
+        "resolution": f"{height}x{width}",
+        "inference": "whole-image",
+    }
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics) before evaluating. Each
+    rank's last training forward updated them with its own batch; without this, ranks would
+    evaluate slightly different models, and none of them exactly the one rank 0 checkpoints."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)

@@ -1,0 +1,140 @@
+"""The event contract between a trial's rank 0 (workers.publisher), the aggregator (jobs.aggregator)
+and the summary (jobs.summary).
+
+Events travel as JSON in the `data` field of a job's Redis stream, tagged by `type`. Each event
+that carries numbers is keyed by (trial, iteration, epoch, split), so a replay after a restart
+replaces what it published before instead of adding to it:
+
+    trial     facts about a trial (architecture, parameters, ...) and its status
+    metrics   one epoch's training figures or one split's scores
+    best      rank 0's decision after an epoch: the iteration's best epoch by the job's target
+    saliency  what a saliency iteration stored: kept fraction, checkpoint, sample grid
+"""
+from __future__ import annotations
+
+import time
+from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from workers.target import Target
+
+
+class TrialStatus(str, Enum):
+    PENDING = "pending"  # no status event yet
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    STOPPED = "stopped"  # stopped by a scheduler: a result of its own, not a failure
+
+    @property
+    def is_final(self) -> bool:
+        return self in (TrialStatus.FINISHED, TrialStatus.FAILED, TrialStatus.STOPPED)
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainMetrics(Contract):
+    """One epoch of training on one trial (summed over its ranks)."""
+
+    loss: float
+    lr: float
+    epoch_time_s: float
+    images: int
+    images_per_s: float
+    peak_memory_mb: float | None = None
+
+
+class SplitScores(Contract):
+    """Scores of one evaluated split (seg_models.metrics.scores_from_matrix); None where undefined."""
+
+    pixel_acc: float | None
+    mean_acc: float | None
+    miou: float | None
+    mdice: float | None
+    fwiou: float | None
+    per_class_iou: dict[str, float | None] = Field(default_factory=dict)
+    per_class_dice: dict[str, float | None] = Field(default_factory=dict)
+    per_class_precision: dict[str, float | None] = Field(default_factory=dict)
+    per_class_acc: dict[str, float | None] = Field(default_factory=dict)
+    pixels: int = 0
+
+
+class TrialEvent(Contract):
+    type: Literal["trial"] = "trial"
+    trial: str
+    ts: float = Field(default_factory=time.time)
+    status: TrialStatus | None = None
+    arch: str | None = None
+    params: dict[str, Any] | None = None
+    workers: int | None = None
+    gpus_per_worker: float | None = None
+    num_params: int | None = None
+    protocol: dict[str, Any] | None = None
+    error: str | None = None
+    wall_time_s: float | None = None
+    best_checkpoint: str | None = None
+
+    def facts(self) -> dict[str, Any]:
+        """The facts this event sets (what was given), without the envelope."""
+        return self.model_dump(mode="json", exclude={"type", "trial", "ts"}, exclude_none=True)
+
+
+class MetricsEvent(Contract):
+    type: Literal["metrics"] = "metrics"
+    trial: str
+    ts: float = Field(default_factory=time.time)
+    iteration: int = Field(1, ge=1)
+    epoch: int = Field(ge=1)
+    split: Literal["train", "val", "test"]
+    metrics: Union[TrainMetrics, SplitScores]
+
+
+class BestEvent(Contract):
+    """After `epoch`, the iteration's best epoch is `best_epoch`, with `value` of `metric`."""
+
+    type: Literal["best"] = "best"
+    trial: str
+    ts: float = Field(default_factory=time.time)
+    iteration: int = Field(1, ge=1)
+    epoch: int = Field(ge=1)
+    best_epoch: int = Field(ge=1)
+    value: float | None
+    metric: str
+    mode: Literal["max", "min"]
+
+    @property
+    def target(self) -> Target:
+        return Target(metric=self.metric, mode=self.mode)
+
+
+class SaliencyEvent(Contract):
+    type: Literal["saliency"] = "saliency"
+    trial: str
+    ts: float = Field(default_factory=time.time)
+    iteration: int = Field(ge=1)
+    kept_fraction: float
+    next_kept_fraction: float | None
+    checkpoint: str
+    samples: str
+
+
+Event = Annotated[Union[TrialEvent, MetricsEvent, BestEvent, SaliencyEvent], Field(discriminator="type")]
+EVENT_ADAPTER: TypeAdapter = TypeAdapter(Event)
+
+
+def encode_event(event: BaseModel) -> str:
+    return event.model_dump_json()
+
+
+def decode_event(data: str | bytes | None) -> Event | None:
+    """The event in a stream entry's `data`, or None when it is missing or breaks the contract."""
+    if data is None:
+        return None
+    try:
+        return EVENT_ADAPTER.validate_json(data)
+    except ValidationError:
+        return None
