@@ -17,7 +17,6 @@ from jobs.aggregator import Aggregator
 from jobs.records import JobRecord, JobStatus
 from jobs.submit import ray_job_status, reconcile_status
 from jobs.summary import trial_rows
-from workers.target import Target
 from workers.trial_spec import TrialSpec
 
 if TYPE_CHECKING:
@@ -120,15 +119,7 @@ def outcome(record: JobRecord) -> str | None:
 
 def best_so_far(record: JobRecord, rows: list[dict]) -> tuple[dict, float] | None:
     """The best row by the job's target (ties: the first row), with its value; None before any value."""
-    target = record.target
-    return target.best((row, value) for row in rows if (value := best_value(target, row)) is not None)
-
-
-def best_value(target: Target, row: dict) -> float | None:
-    if "best_value" in row:
-        return row["best_value"]
-    # Rows that do not carry the decided value: read it from the best epoch's scores.
-    return target.value_of({"val": row.get("val"), "test": row.get("test")})
+    return record.target.best((row, row["best_value"]) for row in rows if row["best_value"] is not None)
 
 
 def finished_trials(rows: list[dict]) -> int:

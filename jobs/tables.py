@@ -20,10 +20,6 @@ class Table(NamedTuple):
     rows: list[list[str]]
 
 
-def job_target(spec: dict) -> Target:
-    return Target(metric=spec.get("metric", "val_miou"), mode=spec.get("mode", "max"))
-
-
 @dataclass(frozen=True)
 class Ranking:
     """How trials are ordered and "best" is chosen: by their jobs' target. Jobs with different
@@ -34,7 +30,7 @@ class Ranking:
 
     @classmethod
     def of(cls, records: list) -> Ranking:
-        targets = {job_target(record.spec) for record in records}
+        targets = {record.target for record in records}
         return cls(targets.pop(), shared=True) if len(targets) == 1 else cls()
 
     def value(self, row: dict) -> float | None:
