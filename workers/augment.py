@@ -2,8 +2,14 @@
 
 Train and eval are kept separate: evaluation only normalises. Geometric transforms fill
 the image with 0 and the mask with the ignore index, so padding is never scored.
+
+Each call of `augment` draws from the seed it is given (workers.seeding.augment_seed), never from
+the pipeline's own state: albumentations 2 seeds an unseeded `Compose` from OS entropy, which
+torch.manual_seed does not reach.
 """
 from __future__ import annotations
+
+import random
 
 import albumentations as A
 import numpy as np
@@ -13,6 +19,7 @@ PRESETS = ("none", "basic", "strong")
 
 
 def train_transform(preset: str, height: int, width: int, ignore_index: int) -> A.Compose | None:
+    """The preset's pipeline; apply it through `augment`, which seeds it for each sample."""
     if preset == "none":
         return None
     geometric = [
@@ -45,12 +52,21 @@ class Normalize:
         return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
 
 
-def augment(transform: A.Compose | None, image: np.ndarray, mask: np.ndarray,
-            keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def reseed(transform: A.Compose, seed: int) -> None:
+    """One numpy and one Python generator, shared by every transform of the pipeline in turn.
+    Compose.set_random_seed would give each transform its own generator with the same seed, so
+    their draws would coincide: every flipped sample would also get the affine and the jitter."""
+    transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
+def augment(transform: A.Compose | None, image: np.ndarray, mask: np.ndarray, keep: np.ndarray | None = None,
+            *, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Image and mask views from the shard go in untouched; new arrays come out only if changed.
-    A saliency keep-mask goes through the same geometry as the mask, so it stays aligned."""
+    A saliency keep-mask goes through the same geometry as the mask, so it stays aligned. The
+    output is a function of the inputs and `seed` alone."""
     if transform is None:
         return image, mask, keep
+    reseed(transform, seed)
     if keep is None:
         out = transform(image=image, mask=mask)
         return out["image"], out["mask"], None

@@ -179,15 +179,16 @@ class ShardedSplit:
 
 
 def rank_indices(num_rows: int, rank: int, world_size: int, epoch: int, seed: int,
-                 shuffle: bool, pad: bool) -> np.ndarray:
-    """Rows of one DDP rank for one epoch: the same on every run with the same arguments.
+                 shuffle: bool, pad: bool, iteration: int = 0) -> np.ndarray:
+    """Rows of one DDP rank for one epoch (of one saliency iteration): the same on every run with
+    the same arguments. Every rank draws the same permutation and takes its own stride of it.
 
     Training pads (repeats the first rows) so every rank takes the same number of steps;
     evaluation does not pad, so each row is counted exactly once across ranks.
     """
     order = np.arange(num_rows)
     if shuffle:
-        order = np.random.default_rng([seed, epoch]).permutation(num_rows)
+        order = np.random.default_rng([seed, iteration, epoch]).permutation(num_rows)
     if pad and num_rows % world_size:
         extra = world_size - num_rows % world_size
         order = np.concatenate([order, np.resize(order, extra)])

@@ -14,6 +14,7 @@ from workers.data import SplitDataset, build_datasets, open_labeled_splits
 from workers.evaluation import EVAL_SPLITS, evaluation_protocol
 from workers.publisher import MetricsPublisher
 from workers.saliency import KeepMasks
+from workers.seeding import configure_determinism
 from workers.shards import ShardedSplit, read_manifest
 from workers.target import Target
 from workers.trial_spec import TrainParams, TrialContext, TrialSpec
@@ -48,10 +49,13 @@ class TrialRun:
 def build_trial_run(trial: TrialSpec, context: TrialContext, rank: int, world_size: int, device: torch.device,
                     prepare_model: Callable[[torch.nn.Module], torch.nn.Module]) -> TrialRun:
     """`prepare_model` wraps the model for distributed training (Ray Train's, in a worker)."""
-    torch.manual_seed(trial.train.seed)
+    configure_determinism(trial.train.deterministic)
     manifest = read_manifest(context.data)
     splits = open_labeled_splits(context.data, manifest, ("train", *EVAL_SPLITS))
-    datasets = build_datasets(splits, manifest, trial.train.augment, trial.saliency.fill if trial.saliency else "zero")
+    datasets = build_datasets(splits, manifest, trial.train.augment, trial.saliency.fill if trial.saliency else "zero",
+                              trial.train.seed)
+    # The same initial weights on every rank and every run: they depend on the trial seed alone.
+    torch.manual_seed(trial.train.seed)
     built = build_model(trial.arch, manifest["num_classes"], trial.model)
     num_params = count_parameters(built)
     if trial.train.sync_batchnorm and world_size > 1:

@@ -34,7 +34,8 @@ class TrainParams(Strict):
     sync_batchnorm: bool = False
     amp: Literal["off", "bf16", "fp16"] = "off"
     channels_last: bool = False
-    seed: int = 0
+    seed: int = Field(0, ge=0)
+    deterministic: bool = Field(False, description="deterministic kernels where torch has them (for GPUs)")
 
 
 class SaliencyParams(Strict):
