@@ -28,7 +28,9 @@ def eval_checkpoint(
                                        help="write scores.json here; with --official also the labelIds PNGs "
                                             "(official/predictions, official/ground_truth)"),
     format: str = typer.Option("table", "--format", help="table or json"),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
+                                             help="score all rows in batches of this size (default: replay the "
+                                                  "trial's own ranks, batches and threads, for its exact scores)"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)"),
 ) -> None:
     """Score a checkpoint on a prepared split: mIoU, mDice, accuracies, FWIoU and per-class IoU."""

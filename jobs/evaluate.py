@@ -1,6 +1,12 @@
 """`segq eval`: score a checkpoint on a prepared split with the training loop's own evaluation
 (one confusion matrix over the whole split), and on Cityscapes data cross-check it with the
-official pixel-level evaluation of the `cityscapesscripts` package."""
+official pixel-level evaluation of the `cityscapesscripts` package.
+
+By default the scoring replays the trial's own: each of its ranks' rows in the same batches, on as
+many CPU threads as a train worker had (the checkpoint records them). Float sums depend on both,
+and a near-tied argmax can follow them, so only the replay gives a row's scores exactly; any other
+batch size gives the same scores up to the rare pixel whose top two logits differ by float rounding.
+The replay is exact on the CPU; on a GPU, kernels may sum in another order from run to run (cuDNN)."""
 from __future__ import annotations
 
 import contextlib
@@ -17,13 +23,17 @@ import torch
 from PIL import Image
 
 from seg_models.exceptions import SpecError
+from seg_models.metrics import ConfusionMatrix
 from workers.exceptions import DataError
 from workers.data import SplitDataset, make_loader
-from workers.evaluation import EVAL_SPLITS, evaluate, evaluation_protocol
+from workers.evaluation import EVAL_SPLITS, count_rank_rows, evaluation_protocol
 from jobs.inference import TrainedModel, load_trained_model
 from workers.shards import ShardedSplit, read_manifest
 
 SHOWN_CLASS_NAMES = 4  # in a mismatch message, enough names to tell two class lists apart
+# For a checkpoint that does not record its scoring: one process, and one thread as in a train
+# worker with less than two CPUs (Ray sets OMP_NUM_THREADS from the worker's CPUs).
+DEFAULT_SCORING = {"world_size": 1, "batch_size": 8, "threads": 1}
 
 
 @dataclass
@@ -35,6 +45,7 @@ class Evaluation:
     images: int
     protocol: dict
     scores: dict
+    scoring: dict | None = None  # the ranks, batches and threads the scores were computed with
     official: dict | None = None
 
     def to_dict(self) -> dict:
@@ -42,7 +53,8 @@ class Evaluation:
 
 
 def evaluate_checkpoint(checkpoint: Path, data: Path, split: str = "val", official: bool = False,
-                        out: Path | None = None, batch_size: int = 8, device: str = "cpu") -> Evaluation:
+                        out: Path | None = None, batch_size: int | None = None, device: str = "cpu") -> Evaluation:
+    """`batch_size` None replays the trial's scoring (see the module's docstring)."""
     if split not in EVAL_SPLITS:
         raise SpecError(f"--split {split!r}: expected one of {', '.join(EVAL_SPLITS)}")
     trained = load_trained_model(checkpoint, device)
@@ -50,10 +62,12 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, split: str = "val", offici
     check_same_classes(trained, manifest, checkpoint, data)
     evaluator = official_evaluator(manifest, data) if official else None
     dataset = SplitDataset(labeled_split(data, split, manifest), None, trained.normalize)
-    scores = evaluate(trained.model, dataset, 0, 1, batch_size, torch.device(device), manifest)
+    scoring = scoring_of(trained, batch_size)
+    scores = replay_scores(trained.model, dataset, manifest, torch.device(device), scoring)
     protocol = evaluation_protocol(manifest) | {"trained_resolution": f"{trained.height}x{trained.width}"}
     result = Evaluation(checkpoint=str(checkpoint), data=str(data), split=split, trial=trained.trial.get("name", ""),
-                        images=len(dataset), protocol=protocol, scores=scores)
+                        images=len(dataset), protocol=protocol, scores=scores, scoring=scoring)
+    batch_size = scoring["batch_size"]
     if evaluator and out:
         result.official = official_scores(evaluator, trained, dataset, manifest, out / "official", batch_size, device)
     elif evaluator:
@@ -61,6 +75,35 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, split: str = "val", offici
             result.official = official_scores(evaluator, trained, dataset, manifest, Path(folder), batch_size, device)
         result.official["folder"] = None  # removed with the temporary directory
     return result
+
+
+def scoring_of(trained: TrainedModel, batch_size: int | None) -> dict:
+    """The trial's scoring setup, or one pass over all rows in batches of `batch_size` if given."""
+    scoring = trained.scoring or DEFAULT_SCORING
+    if batch_size is None:
+        return scoring
+    return {"world_size": 1, "batch_size": batch_size, "threads": scoring["threads"]}
+
+
+def replay_scores(model: torch.nn.Module, dataset: SplitDataset, manifest: dict, device: torch.device,
+                  scoring: dict) -> dict:
+    """One confusion matrix summed over the ranks' rows, as the train loop's all-reduce sums it."""
+    total = ConfusionMatrix(manifest["num_classes"], manifest["ignore_index"], device=device)
+    with torch_threads(scoring["threads"]):
+        for rank in range(scoring["world_size"]):
+            total.matrix += count_rank_rows(model, dataset, rank, scoring["world_size"], scoring["batch_size"],
+                                            device, manifest).matrix
+    return total.compute(manifest["class_names"])
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def write_scores(result: Evaluation, out: Path) -> Path:

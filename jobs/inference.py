@@ -27,6 +27,7 @@ class TrainedModel:
     class_names: list[str]
     palette: np.ndarray  # (classes, 3) uint8
     trial: dict
+    scoring: dict | None = None  # how the trial scored it (workers.checkpointing.scoring_setup)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """uint8 HxWx3 of any size -> the normalised CHW tensor at the training size."""
@@ -43,7 +44,7 @@ def load_trained_model(checkpoint: str | Path, device: str = "cpu") -> TrainedMo
     height, width = facts["image_size"]
     return TrainedModel(model=model, height=height, width=width, normalize=Normalize(facts["mean"], facts["std"]),
                         class_names=facts["class_names"], palette=np.asarray(facts["palette"], np.uint8),
-                        trial=trial)
+                        trial=trial, scoring=state.get("scoring"))
 
 
 def collect_images(paths: list[Path]) -> list[Path]:

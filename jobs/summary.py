@@ -103,6 +103,6 @@ def saliency_fields(step: dict, iteration: int) -> dict:
     return {
         "iteration": iteration,
         "kept_fraction": step.get("kept_fraction"),
-        "best_checkpoint": step.get("checkpoint"),  # the model this iteration ended with
+        "best_checkpoint": step.get("checkpoint"),  # the model of this iteration's best epoch
         "samples": step.get("samples"),
     }

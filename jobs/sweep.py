@@ -13,7 +13,7 @@ from pathlib import Path
 from jobs import keys
 from jobs.deployment import Deployment
 from jobs.spec import Resources
-from workers.checkpointing import CHECKPOINT_FILE
+from workers.checkpointing import CHECKPOINT_FILE, RETENTION_SCORE
 from workers.target import Target
 from workers.trial_spec import TrialContext, TrialSpec
 from workers.publisher import MetricsPublisher
@@ -41,21 +41,19 @@ def trainer_for(trial: TrialSpec, context: TrialContext, resources: Resources, c
             name=f"{context.job_id}-{trial.name}",
             storage_path=str(Path(context.storage) / "train"),
             failure_config=FailureConfig(max_failures=resources.max_failures),
-            checkpoint_config=checkpoint_config(trial, context.target),
+            checkpoint_config=checkpoint_config(),
             callbacks=callbacks,
         ),
     )
 
 
-def checkpoint_config(trial: TrialSpec, target: Target):
-    """Sweeps keep their two best epochs by the job's target, and the latest; saliency trials keep
-    the latest (each iteration's model is stored beside its keep-masks)."""
+def checkpoint_config():
+    """Keep the checkpoint of the published best epoch and the latest one, whatever the ties
+    (workers.checkpointing.RETENTION_SCORE says how). A saliency trial resumes from the latest;
+    each of its iterations stores its best epoch's model beside its keep-masks."""
     from ray.train import CheckpointConfig
 
-    if trial.saliency:
-        return CheckpointConfig(num_to_keep=2)
-    return CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=target.metric,
-                            checkpoint_score_order=target.mode)
+    return CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=RETENTION_SCORE, checkpoint_score_order="max")
 
 
 def run_trial(config: dict) -> None:
@@ -89,21 +87,15 @@ def run_trial(config: dict) -> None:
 
 
 def best_checkpoint_path(result, trial: TrialSpec, context: TrialContext) -> str | None:
-    """The checkpoint of the epoch the workers published as best: their last report names it.
-
-    Ray breaks ties between equal scores the other way (the later epoch ranks higher), so when
-    three or more epochs tie the named one may be gone: then the retained checkpoint that the
-    same rule ranks first. A saliency trial ends with its last iteration's stored model.
-    """
+    """The checkpoint of the epoch the workers published as best: their last report names it, and
+    retention always keeps it (None only if no epoch was reported). A saliency trial ends with its
+    last iteration's stored model, the model of that iteration's best epoch."""
     if trial.saliency:
         return str(iteration_dir(context.data, context.job_id, trial.name, trial.iterations) / CHECKPOINT_FILE)
-    retained = sorted(((metrics.get("epoch", 0), metrics.get(context.target.metric), checkpoint)
-                       for checkpoint, metrics in result.best_checkpoints or []), key=lambda item: item[0])
-    best_epoch = (result.metrics or {}).get("best_epoch")
-    named = [checkpoint for epoch, _, checkpoint in retained if epoch == best_epoch]
-    ranked_first = context.target.best((checkpoint, value) for _, value, checkpoint in retained)
-    chosen = named[-1] if named else ranked_first[0] if ranked_first else result.checkpoint
-    return chosen.path if chosen else None
+    last = result.metrics or {}
+    named = [checkpoint for checkpoint, metrics in result.best_checkpoints or []
+             if (metrics.get("iteration"), metrics.get("epoch")) == (last.get("iteration"), last.get("best_epoch"))]
+    return named[-1].path if named else None
 
 
 def run_trials(job_id: str, data: str, trials: list[TrialSpec], resources: Resources, target: Target,

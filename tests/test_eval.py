@@ -114,3 +114,38 @@ def test_official_needs_cityscapes_data(checkpoint, cityscapes_root, tmp_path):
     result = run_segq("eval", str(checkpoint), "--data", str(data), "--official", env=env(), timeout=300)
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: --official: {data} is a 'folder' dataset;")
+
+
+def test_eval_replays_the_trial_scoring(checkpoint, train_ids_data, tmp_path):
+    """The checkpoint says how its trial scored it; eval sums the same ranks' matrices, each from
+    the same batches (a lone last image included) on as many threads, and leaves the caller's
+    thread count alone."""
+    from jobs.evaluate import evaluate_checkpoint
+    from jobs.inference import load_trained_model
+    from seg_models.metrics import scores_from_matrix
+    from workers.augment import Normalize
+    from workers.checkpointing import load_checkpoint
+    from workers.data import SplitDataset
+    from workers.evaluation import count_rank_rows
+    from workers.shards import ShardedSplit
+
+    scoring = {"world_size": 2, "batch_size": 2, "threads": 1}
+    replayed = save_checkpoint(tmp_path, load_checkpoint(checkpoint) | {"scoring": scoring})
+    manifest = read_manifest(train_ids_data)
+    dataset = SplitDataset(ShardedSplit(train_ids_data, "val"), None, Normalize(manifest["mean"], manifest["std"]))
+    model = load_trained_model(replayed).model
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        matrices = [count_rank_rows(model, dataset, rank, 2, 2, torch.device("cpu"), manifest).matrix
+                    for rank in (0, 1)]
+        torch.set_num_threads(2)
+        result = evaluate_checkpoint(replayed, train_ids_data)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert result.scoring == scoring and result.images == 5
+    assert result.scores == scores_from_matrix(matrices[0] + matrices[1], manifest["class_names"])
+    assert evaluate_checkpoint(replayed, train_ids_data, batch_size=5).scoring == {**scoring, "world_size": 1,
+                                                                                   "batch_size": 5}
+    assert evaluate_checkpoint(checkpoint, train_ids_data).scoring == {"world_size": 1, "batch_size": 8, "threads": 1}

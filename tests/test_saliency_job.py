@@ -139,31 +139,45 @@ def test_killed_worker_resumed_inside_iteration_two(saliency_job):
 
 
 def test_validation_and_test_metrics_are_on_unmasked_images(saliency_job, tiny_dataset):
-    """Re-score the model stored after iteration 3 (its last epoch) on the plain val and test
-    splits: the published scores of that epoch match exactly, which they could not if
-    evaluation had seen masked images (iteration 3 trains on 64% of each image)."""
+    """Re-score the model stored for iteration 3 (its best epoch) on the plain val and test splits,
+    as the trial scored it: the published scores of that epoch match exactly, which they could not
+    if evaluation had seen masked images (iteration 3 trains on 64% of each image)."""
     import torch
 
+    from jobs.evaluate import replay_scores
     from jobs.summary import trial_metrics
     from workers.augment import Normalize
     from workers.data import SplitDataset
     from jobs.inference import load_trained_model
     from workers.shards import ShardedSplit
-    from workers.evaluation import evaluate
 
     job_id, rows, client, first_trial = (saliency_job.job_id, saliency_job.rows, saliency_job.client,
                                          saliency_job.first_trial)
     last = next(row for row in rows if row["trial"] == first_trial and row["iteration"] == ITERATIONS)
     published = trial_metrics(client, job_id, first_trial)
     trained = load_trained_model(last["best_checkpoint"])
-    torch.set_num_threads(1)  # as in the Ray worker, so float sums (and so argmaxes) are identical
     for split_name in ("val", "test"):
         split = ShardedSplit(tiny_dataset, split_name)
         dataset = SplitDataset(split, None, Normalize(split.manifest["mean"], split.manifest["std"]))
-        scores = evaluate(trained.model, dataset, 0, 1, 4, torch.device("cpu"), split.manifest)
-        expected = published[(ITERATIONS, EPOCHS, split_name)]
+        scores = replay_scores(trained.model, dataset, split.manifest, torch.device("cpu"), trained.scoring)
+        expected = published[(ITERATIONS, last["best_epoch"], split_name)]
         assert scores["pixels"] == expected["pixels"]
         assert scores["miou"] == pytest.approx(expected["miou"], abs=1e-9)
+
+
+def test_eval_on_each_iteration_model_gives_the_row(segq_env, saliency_job, tiny_dataset):
+    """Every iteration's row names the model of its best epoch: `segq eval` on it gives the row's
+    val mIoU (iteration 2 of the first trial was resumed after its workers were killed)."""
+    from workers.checkpointing import load_checkpoint
+
+    assert len(saliency_job.rows) == 2 * ITERATIONS
+    for row in saliency_job.rows:
+        stored = load_checkpoint(row["best_checkpoint"])
+        assert (stored["iteration"], stored["epoch"]) == (row["iteration"], row["best_epoch"])
+        result = run_segq("eval", row["best_checkpoint"], "--data", str(tiny_dataset), "--format", "json",
+                          env=segq_env, check=True)
+        miou = json.loads(result.stdout)["scores"]["miou"]
+        assert abs(miou - row["val"]["miou"]) <= 1e-6, (row["trial"], row["iteration"], miou, row["val"]["miou"])
 
 
 def test_report_draws_the_saliency_curve_grids_and_the_control_comparison(segq_env, saliency_job, tmp_path):

@@ -12,11 +12,13 @@ from tests.conftest import run_segq
 
 pytestmark = pytest.mark.ray
 EPOCHS = 3
+LRS = (1e-3, 3e-3, 1e-2)
 
 
 @pytest.fixture(scope="module")
 def finished_sweep(segq_env, tiny_dataset):
-    result = run_segq("submit", "sweep", "--data", str(tiny_dataset), "--arch", "unet", "--lr", "1e-3,3e-3",
+    lrs = ",".join(map(str, LRS))
+    result = run_segq("submit", "sweep", "--data", str(tiny_dataset), "--arch", "unet", "--lr", lrs,
                       "--epochs", str(EPOCHS), "--workers-per-trial", "2", "--batch-size", "4", "--wait",
                       env=segq_env, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -31,7 +33,7 @@ def redis_of(env):
 def test_summary_json_is_complete(segq_env, finished_sweep):
     job_id, _ = finished_sweep
     rows = json.loads(run_segq("summary", job_id, "--format", "json", env=segq_env, check=True).stdout)
-    assert len(rows) == 2
+    assert len(rows) == len(LRS)
     for row in rows:
         assert row["status"] == "finished" and row["arch"] == "unet" and row["epochs"] == EPOCHS
         assert 1 <= row["best_epoch"] <= EPOCHS
@@ -41,7 +43,7 @@ def test_summary_json_is_complete(segq_env, finished_sweep):
                 assert 0.0 <= scores[metric] <= 1.0
             assert set(scores["per_class_iou"]) == {"background", "disk", "square", "triangle", "ring", "cross"}
         assert row["train_time_s"] > 0 and row["images_per_s"] > 0 and row["num_params"] > 1000
-        assert row["params"]["train"]["lr"] in (1e-3, 3e-3)
+        assert row["params"]["train"]["lr"] in LRS
         assert row["protocol"]["ignore_index"] == 255 and row["protocol"]["resolution"] == "32x32"
         assert row["best_checkpoint"] and row["cost"]["device_hours"] > 0
         # The loss goes down.
@@ -57,7 +59,7 @@ def test_metric_events_land_in_redis(segq_env, finished_sweep):
     for trial in {e["trial"] for e in metrics}:
         mine = [(e["epoch"], e["split"]) for e in metrics if e["trial"] == trial]
         assert sorted(mine) == sorted((epoch, split) for epoch in range(1, EPOCHS + 1) for split in splits)
-    assert len(metrics) == 2 * EPOCHS * len(splits)
+    assert len(metrics) == len(LRS) * EPOCHS * len(splits)
     record = client.hgetall(keys.job(job_id))
     assert record["status"] == "finished" and record["ray_submission_id"] == job_id
 
@@ -83,6 +85,23 @@ def test_checkpoint_holds_the_resolved_spec(segq_env, finished_sweep):
     state = load_checkpoint(rows[0]["best_checkpoint"])
     assert state["trial"]["name"] == rows[0]["trial"] and state["job_id"] == job_id
     assert state["dataset"]["class_names"][0] == "background" and state["epoch"] >= 1
+
+
+def eval_val_miou(env, checkpoint: str, data) -> float:
+    result = run_segq("eval", checkpoint, "--data", str(data), "--format", "json", env=env, check=True)
+    return json.loads(result.stdout)["scores"]["miou"]
+
+
+def test_eval_on_the_named_checkpoint_gives_the_row(segq_env, finished_sweep, tiny_dataset):
+    from workers.checkpointing import load_checkpoint
+
+    job_id, _ = finished_sweep
+    rows = json.loads(run_segq("summary", job_id, "--format", "json", env=segq_env, check=True).stdout)
+    assert len(rows) == len(LRS)
+    for row in rows:
+        assert load_checkpoint(row["best_checkpoint"])["epoch"] == row["best_epoch"]
+        miou = eval_val_miou(segq_env, row["best_checkpoint"], tiny_dataset)
+        assert abs(miou - row["val"]["miou"]) <= 1e-6, (row["trial"], miou, row["val"]["miou"])
 
 
 def best_checkpoint(env, job_id):
@@ -176,7 +195,7 @@ def test_csv_summary_of_two_jobs_has_the_trials_of_both(segq_env, finished_sweep
     job_id, _ = finished_sweep
     result = run_segq("summary", job_id, zoo_sweep, "--format", "csv", env=segq_env, check=True)
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert {row["job"] for row in rows} == {job_id, zoo_sweep} and len(rows) == 2 + 6
+    assert {row["job"] for row in rows} == {job_id, zoo_sweep} and len(rows) == len(LRS) + 6
     assert all(row["val_miou"] and row["val_iou_background"] for row in rows)
 
 

@@ -1,6 +1,7 @@
 """The pieces of a trial's workers that need no Ray cluster: the best-epoch rule, the report Ray
-ranks checkpoints by, the checkpoint layout, the choice of the best checkpoint, and a saliency
-iteration's lifecycle in one process."""
+keeps checkpoints by, retention under ties (Ray Train's own checkpoint manager), the checkpoint
+layout, the choice of the best checkpoint, and a saliency iteration's lifecycle in one process."""
+import asyncio
 import dataclasses
 import subprocess
 import sys
@@ -13,12 +14,15 @@ import torch
 from jobs.inference import load_trained_model
 from jobs.prepare import prepare
 from jobs.sources.synthetic import load_synthetic, synthetic_dataset
-from jobs.sweep import best_checkpoint_path
-from workers.checkpointing import CHECKPOINT_FILE, checkpoint_state, load_checkpoint, save_checkpoint
+from jobs.sweep import best_checkpoint_path, checkpoint_config
+from seg_models.metrics import SCORE_NAMES
+from workers.checkpointing import (CHECKPOINT_FILE, RETENTION_SCORE, BestWeights, checkpoint_state, load_checkpoint,
+                                   save_checkpoint)
 from workers.saliency import KeepMasks, read_meta
-from workers.saliency_iterations import finish_iteration, last_finished_iteration, masks_dir, prepare_iteration
+from workers.saliency_iterations import (compute_keep_masks, finish_iteration, last_finished_iteration, masks_dir,
+                                         prepare_iteration)
 from workers.target import Target
-from workers.train_loop import epoch_report, rankable, start_iteration, train_one_epoch
+from workers.train_loop import epoch_report, rankable, start_iteration, train_epochs, train_one_epoch
 from workers.trial_run import Progress, build_trial_run, deciding_target
 from workers.trial_spec import SaliencyParams, TrainParams, TrialContext, TrialSpec
 
@@ -66,9 +70,11 @@ def test_the_report_always_holds_the_target_and_the_decision():
     progress = SimpleNamespace(best_epoch=1)
     scores = {"test": {"miou": None, "mdice": 0.0, "pixel_acc": 0.5, "mean_acc": 0.5, "fwiou": 0.5}}
     report = epoch_report(run, state, progress, 3, {"loss": 1.5}, scores)
-    assert report["val_miou"] == float("-inf")  # no val split: still there for Ray to rank by
+    assert report["val_miou"] == float("-inf")  # no val split: still there for Tune
     assert report["test_miou"] == float("-inf") and report["test_mdice"] == 0.0
     assert (report["epoch"], report["iteration"], report["best_epoch"], report["train_loss"]) == (3, 2, 1, 1.5)
+    assert report[RETENTION_SCORE] == 0.0
+    assert epoch_report(run, state, progress, 1, {"loss": 1.5}, scores)[RETENTION_SCORE] == 1.0
 
 
 @pytest.fixture(scope="module")
@@ -101,22 +107,60 @@ def test_the_checkpoint_loads_for_prediction_with_weights_only(dataset_dir, tmp_
     assert trained.class_names == loaded["dataset"]["class_names"] and (trained.height, trained.width) == (16, 24)
 
 
-def fake_result(epochs: list[tuple[int, float]], best_epoch: int, latest: int):
-    checkpoints = {epoch: SimpleNamespace(path=f"/ckpt/{epoch}") for epoch, _ in epochs}
-    return SimpleNamespace(metrics={"epoch": latest, "best_epoch": best_epoch},
-                           best_checkpoints=[(checkpoints[e], {"epoch": e, "val_miou": v}) for e, v in epochs],
-                           checkpoint=checkpoints.get(latest))
+def split_scores(miou: float | None) -> dict:
+    return {name: miou if name == "miou" else 0.5 for name in SCORE_NAMES}
 
 
-def test_the_best_checkpoint_is_the_published_best_epoch(tmp_path):
+def retain_with_ray(storage: Path, values: list[float | None], target: Target, splits=("val",)):
+    """Report one epoch per value to Ray Train's own checkpoint manager, configured and scored as a
+    trial's are; return the published decision, the epochs whose checkpoints survive, and Ray's result."""
+    from ray.train import Checkpoint
+    from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import CheckpointManager
+    from ray.train.v2._internal.execution.storage import StorageContext
+    from ray.train.v2._internal.execution.training_report import _TrainingReport
+
+    run = SimpleNamespace(context=SimpleNamespace(target=MAX), num_params=10)
+    progress, reports = Progress(), []
+
+    async def report_epochs():  # the manager notifies its listeners on the running event loop
+        context = StorageContext(str(storage), "trial")
+        manager = CheckpointManager(checkpoint_config(), context)
+        for epoch, value in enumerate(values, start=1):
+            train = {"loss": value if target.split == "train" else 1.0}
+            progress.record_epoch(epoch, target.value_of({"train": train, "val": {"miou": value}}), target)
+            reports.append(epoch_report(run, SimpleNamespace(iteration=1), progress, epoch, train,
+                                        {split: split_scores(value) for split in splits}))
+            directory = Path(context.build_checkpoint_path_from_name(f"epoch-{epoch}"))
+            directory.mkdir(parents=True)
+            manager.register_checkpoint(_TrainingReport(Checkpoint(str(directory)), reports[-1], False))
+        return [(result.checkpoint, result.metrics) for result in manager.best_checkpoint_results]
+
+    best_checkpoints = asyncio.run(report_epochs())
+    kept = sorted(int(path.name.split("-")[1]) for path in (storage / "trial").glob("epoch-*"))
+    return progress.best_epoch, kept, SimpleNamespace(metrics=reports[-1], best_checkpoints=best_checkpoints)
+
+
+@pytest.mark.parametrize("values, target, splits, best", [
+    ([0.6, 0.6, 0.6, 0.2], MAX, ("val",), 1),  # tied: the earliest epoch, which Ray would rank last
+    ([0.1, 0.6, 0.6, 0.6, 0.6], MAX, ("val",), 2),
+    ([None, 0.0, 0.0, None], MAX, ("val",), 2),  # 0.0 is a score, None is none
+    ([0.3, 0.3, 0.3], MAX, ("val",), 1),  # the latest is not the best
+    ([0.1, 0.2, 0.3], MAX, ("val",), 3),  # the best is the latest: one checkpoint
+    ([0.9, 0.5, 0.5, 0.7], MIN, ("test",), 2),  # no val split: the training loss decides
+])
+def test_retention_keeps_the_published_best_epoch_whatever_the_ties(tmp_path, values, target, splits, best):
+    decided, kept, result = retain_with_ray(tmp_path, values, target, splits)
+    assert decided == best and kept == sorted({best, len(values)})
     trial = TrialSpec(name="000_unet", arch="unet", model=MODEL, train=TrainParams())
-    context = context_for(tmp_path, "sweep-test")
-    # Ray ranks the later of equal scores higher; the published decision (epoch 2) wins.
-    assert best_checkpoint_path(fake_result([(3, 0.6), (2, 0.6), (4, 0.1)], 2, 4), trial, context) == "/ckpt/2"
-    # The named epoch is gone (three epochs tied): the retained one the same rule ranks first.
-    assert best_checkpoint_path(fake_result([(3, 0.6), (2, 0.5), (4, 0.6)], 1, 4), trial, context) == "/ckpt/3"
-    saliency = trial.model_copy(update={"saliency": SaliencyParams(iterations=3)})
-    assert best_checkpoint_path(fake_result([], 1, 1), saliency, context) == str(
+    named = best_checkpoint_path(result, trial, context_for(tmp_path, "sweep-test"))
+    assert named == str(tmp_path / "trial" / f"epoch-{best}")
+
+
+def test_a_saliency_trial_names_its_last_iteration_model(tmp_path):
+    trial = TrialSpec(name="000_unet", arch="unet", model=MODEL, train=TrainParams(),
+                      saliency=SaliencyParams(iterations=3))
+    result = SimpleNamespace(metrics={"epoch": 1, "iteration": 3, "best_epoch": 1}, best_checkpoints=[])
+    assert best_checkpoint_path(result, trial, context_for(tmp_path, "sweep-test")) == str(
         tmp_path / "keep_masks" / "sweep-test" / "000_unet" / "iteration-03" / CHECKPOINT_FILE)
 
 
@@ -126,6 +170,12 @@ class RecordingPublisher:
 
     def saliency_event(self, *args):
         self.saliency.append(args)
+
+    def metrics_event(self, *args):
+        pass
+
+    def best_event(self, *args):
+        pass
 
 
 def test_a_saliency_iteration_in_one_process(dataset_dir):
@@ -138,13 +188,16 @@ def test_a_saliency_iteration_in_one_process(dataset_dir):
     state = start_iteration(run, 1, None)
     assert state.keep_masks is None and state.train_data.keep_masks is None
     assert train_one_epoch(run, state, 1)["loss"] > 0
-    finish_iteration(run, state, last=False)
+    best = BestWeights()
+    best.take(run.core, 1)
+    finish_iteration(run, state, best, last=False)
     assert last_finished_iteration(run) == 1
     meta = read_meta(masks_dir(run, 1))
     assert meta["kept_fraction"] == 1.0 and meta["next_kept_fraction"] == pytest.approx(0.8, abs=0.01)
     [(iteration, kept, next_kept, checkpoint, samples)] = run.publisher.saliency
     assert (iteration, kept, next_kept, checkpoint) == (1, 1.0, meta["next_kept_fraction"], meta["checkpoint"])
     assert Path(samples).exists() and load_checkpoint(checkpoint)["iteration"] == 1
+    assert load_checkpoint(checkpoint)["epoch"] == 1
     masks = prepare_iteration(run, 2, resuming=False)
     assert isinstance(masks, KeepMasks) and len(masks) == len(run.splits["train"])
     assert start_iteration(run, 2, None).train_data.keep_masks is not None
@@ -156,3 +209,62 @@ def test_evaluation_needs_no_ray():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).parent.parent)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def same_weights(first: dict, second: dict) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[name].cpu(), second[name].cpu()) for name in first)
+
+
+def train_scripted_epochs(run, monkeypatch, val_mious: list[float]) -> tuple:
+    """Train one epoch per value, with the value as the epoch's val mIoU; return what each epoch
+    reported to Ray Train (its metrics and its loaded checkpoint)."""
+    import ray.train
+
+    import workers.train_loop
+
+    scripted = {"val": iter(val_mious), "test": iter(val_mious)}
+    monkeypatch.setattr(workers.train_loop, "evaluate",
+                        lambda model, dataset, *args: split_scores(next(scripted[dataset.split.split])))
+    reported = []
+
+    def report(metrics, checkpoint):
+        with checkpoint.as_directory() as directory:
+            reported.append((metrics, load_checkpoint(Path(directory))))
+
+    monkeypatch.setattr(ray.train, "report", report)
+    state, progress, best = start_iteration(run, 1, None), Progress(), BestWeights()
+    train_epochs(run, state, progress, best)
+    return state, progress, best, reported
+
+
+def test_a_saliency_iteration_ends_with_its_best_epoch(dataset_dir, monkeypatch):
+    """Three epochs whose val mIoU ties and then drops: epoch 1 is the best. The stored model, the
+    keep-masks, the next iteration's start and a resumed iteration's end are all epoch 1's model."""
+    trial = TrialSpec(name="000_unet", arch="unet", model=MODEL, train=TrainParams(epochs=3, batch_size=4),
+                      saliency=SaliencyParams(iterations=2, keep_percent=80.0))
+    run = build_trial_run(trial, context_for(dataset_dir, "saliency-best"), 0, 1, torch.device("cpu"), lambda m: m)
+    run = dataclasses.replace(run, publisher=RecordingPublisher())
+    state, progress, best, reported = train_scripted_epochs(run, monkeypatch, [0.5, 0.5, 0.4])
+    assert progress.best_epoch == best.epoch == 1
+    assert [metrics[RETENTION_SCORE] for metrics, _ in reported] == [1.0, 0.0, 0.0]
+    first, last = reported[0][1], reported[-1][1]
+    assert not same_weights(first["model"], last["model"])
+    # A restart after the last epoch still ends the iteration with epoch 1's model.
+    assert first["best_model"] is None and same_weights(last["best_model"], first["model"])
+    resumed = BestWeights.from_checkpoint(last)
+    assert resumed.epoch == 1 and same_weights(resumed.weights, first["model"])
+    finish_iteration(run, state, best, last=False)
+    stored = load_checkpoint(masks_dir(run, 1))
+    assert stored["epoch"] == 1 and same_weights(stored["model"], first["model"])
+    assert same_weights(run.core.state_dict(), first["model"])  # what iteration 2 starts from
+    # The keep-masks are epoch 1's: derived again from it they are the same, from the last model not.
+    height, width = run.manifest["image_size"]
+    stored_masks = KeepMasks(masks_dir(run, 1), height, width)
+    for name, weights in (("best", first["model"]), ("last", last["model"])):
+        run.core.load_state_dict(weights)
+        compute_keep_masks(run, state, dataset_dir / name)
+    rows = range(len(stored_masks))
+    again = KeepMasks(dataset_dir / "best", height, width)
+    assert all((stored_masks.get(row) == again.get(row)).all() for row in rows)
+    other = KeepMasks(dataset_dir / "last", height, width)
+    assert not all((stored_masks.get(row) == other.get(row)).all() for row in rows)

@@ -1,11 +1,15 @@
 """Trial checkpoints: one file holding everything needed to resume or to predict.
 
 Saved as plain tensors, numbers, strings, lists and dicts, so loading works with weights_only=True.
-Both kinds a trial writes, the per-epoch checkpoint and a saliency iteration's model, are built
-by `checkpoint_state`, so predict, eval and export read them the same way.
+Both kinds a trial writes, the per-epoch checkpoint and a saliency iteration's model (the model of
+the iteration's best epoch), are built by `checkpoint_state`, so predict, eval and export read them
+the same way.
 """
 from __future__ import annotations
 
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,6 +19,15 @@ from workers.trial_spec import TrialContext, TrialSpec
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "segq-checkpoint"
+
+# Ray Train keeps the top `num_to_keep` checkpoints by a reported score, plus the latest, and ranks
+# the later of two equal scores higher, while the one rule (workers.target) keeps the earlier
+# epoch: ranked by the target itself, a tie could cost the best epoch its checkpoint. So each
+# report carries this score instead, 1.0 when its epoch became the iteration's best and 0.0
+# otherwise. The current best is then the latest report scored 1.0, which Ray ranks above every
+# other whatever the ties (and whichever metric decides, training loss included), so
+# num_to_keep=1 keeps exactly the best epoch's checkpoint and the latest one.
+RETENTION_SCORE = "became_best"
 
 
 def checkpoint_state(model: torch.nn.Module, trial: TrialSpec, context: TrialContext, manifest: dict,
@@ -47,9 +60,24 @@ def dataset_facts(manifest: dict, root: str) -> dict:
     }
 
 
+def scoring_setup(world_size: int, batch_size: int) -> dict:
+    """How a trial scores its model: each of `world_size` ranks its own rows, in batches of
+    `batch_size`, on `threads` CPU threads. Float sums, and so near-tied argmaxes, depend on the
+    threads and on a batch's size, so `segq eval` replays the same setup to give the same scores."""
+    return {"world_size": world_size, "batch_size": batch_size, "threads": torch.get_num_threads()}
+
+
 def save_checkpoint(directory: Path, state: dict) -> Path:
+    """Written under a temporary name, then renamed: a reader never sees half a checkpoint."""
     path = Path(directory) / CHECKPOINT_FILE
-    torch.save(state, path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{CHECKPOINT_FILE}.", suffix=".tmp", dir=directory)
+    os.close(descriptor)
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -72,3 +100,30 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or "model" not in state or "trial" not in state:
         raise CheckpointError(f"{file}: not a segq checkpoint (no model/trial entries)")
     return state
+
+
+@dataclass
+class BestWeights:
+    """A copy, on the CPU, of the model at the iteration's best epoch so far (0: none yet).
+
+    A saliency iteration ends with these weights: they are its stored model, they derive the next
+    keep-masks and the next iteration starts from them. Every rank holds the same copy (DDP keeps
+    the parameters equal, and the buffers are rank 0's when an epoch is scored).
+    """
+
+    epoch: int = 0
+    weights: dict | None = None
+
+    def take(self, model: torch.nn.Module, epoch: int) -> None:
+        self.epoch = epoch
+        self.weights = {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
+
+    def checkpoint_entry(self, epoch: int) -> dict | None:
+        """What a checkpoint of `epoch` stores of them: nothing when its own model is the best."""
+        return None if self.epoch == epoch else self.weights
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict) -> "BestWeights":
+        best_epoch = saved["progress"]["best_epoch"]
+        weights = saved["model"] if best_epoch == saved.get("epoch") else saved.get("best_model")
+        return cls(epoch=best_epoch, weights=weights)

@@ -23,14 +23,22 @@ def evaluate(model: torch.nn.Module, dataset: SplitDataset, rank: int, world_siz
     Runs the unwrapped model: ranks may see a different number of batches, and DDP's forward
     would try to synchronise buffers on each of them. Evaluation images are never masked.
     """
+    matrix = count_rank_rows(model, dataset, rank, world_size, batch_size, device, manifest, memory_format)
+    matrix.all_reduce()
+    return matrix.compute(manifest["class_names"])
+
+
+@torch.no_grad()
+def count_rank_rows(model: torch.nn.Module, dataset: SplitDataset, rank: int, world_size: int, batch_size: int,
+                    device: torch.device, manifest: dict, memory_format=torch.contiguous_format) -> ConfusionMatrix:
+    """The confusion matrix of one rank's rows of the split, in that rank's batches."""
     model.eval()
     matrix = ConfusionMatrix(manifest["num_classes"], manifest["ignore_index"], device=device)
     rows = rank_indices(len(dataset), rank, world_size, epoch=0, seed=0, shuffle=False, pad=False)
     for images, masks in make_loader(dataset, rows, batch_size, training=False):
         logits = model(images.to(device).to(memory_format=memory_format))
         matrix.update(masks.to(device), logits.argmax(dim=1))
-    matrix.all_reduce()
-    return matrix.compute(manifest["class_names"])
+    return matrix
 
 
 def evaluation_protocol(manifest: dict) -> dict:

@@ -3,7 +3,7 @@
 Keep-masks live next to the shards, never inside them:
 
     DATA/keep_masks/{job}/{trial}/iteration-{i:02d}/
-        checkpoint.pt          the model trained in iteration i (a segq checkpoint: predict/export take it)
+        checkpoint.pt          iteration i's model at its best epoch (a segq checkpoint: predict/export take it)
         samples.png            training images as iteration i saw them
         keep-rank-{r:03d}.arrow the keep-masks derived from it (row int64, keep = packed bits, H*W)
         meta.json              iteration, kept fractions, the saliency parameters, the trial spec

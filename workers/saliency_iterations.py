@@ -1,9 +1,11 @@
 """The lifecycle of a saliency trial's iterations around the saliency step (workers.saliency).
 
 Before iteration i > 1: load the keep-masks iteration i-1 derived, and with `reinit` start from
-a fresh model. After iteration i: store its model, derive the next keep-masks (every rank
-scores its share of the training rows), draw the sample grid, publish a SaliencyEvent and write
-meta.json, which marks the iteration as finished.
+a fresh model. After iteration i: go back to the model of its best epoch (by the job's target),
+the one whose scores the iteration's row reports; derive the next keep-masks from it (every rank
+scores its share of the training rows), store it, draw the sample grid, publish a SaliencyEvent
+and write meta.json, which marks the iteration as finished. Without `reinit`, the next iteration
+starts from that same model.
 """
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from seg_models.exceptions import SpecError
 from seg_models.registry import build_model
-from workers.checkpointing import checkpoint_state, save_checkpoint
+from workers.checkpointing import BestWeights, checkpoint_state, save_checkpoint, scoring_setup
 from workers.saliency import (KeepMasks, foreground_relevance, iteration_dir, random_relevance, read_meta,
                               select_keep, write_meta, write_rank_masks)
 from workers.samples import write_sample_grid
+from workers.seeding import reinit_seed
 from workers.shards import rank_indices
 from workers.trial_run import IterationState, TrialRun
 
@@ -47,14 +51,16 @@ def prepare_iteration(run: TrialRun, iteration: int, resuming: bool) -> KeepMask
     height, width = run.manifest["image_size"]
     keep_masks = KeepMasks(masks_dir(run, iteration - 1), height, width)
     if saliency.reinit and not resuming:
-        torch.manual_seed(run.trial.train.seed + iteration)
+        torch.manual_seed(reinit_seed(run.trial.train.seed, iteration))
         fresh = build_model(run.trial.arch, run.manifest["num_classes"], run.trial.model)
         run.core.load_state_dict(fresh.state_dict())
     return keep_masks
 
 
-def finish_iteration(run: TrialRun, state: IterationState, last: bool) -> None:
-    """Derive the next keep-masks (all ranks share the rows), then rank 0 stores and records."""
+def finish_iteration(run: TrialRun, state: IterationState, best: BestWeights, last: bool) -> None:
+    """On every rank, load the best epoch's weights and derive the next keep-masks with them (the
+    ranks share the rows), then rank 0 stores that model and records the iteration."""
+    run.core.load_state_dict(best.weights)
     directory = masks_dir(run, state.iteration)
     directory.mkdir(parents=True, exist_ok=True)
     if not last:
@@ -62,12 +68,13 @@ def finish_iteration(run: TrialRun, state: IterationState, last: bool) -> None:
     if dist.is_initialized():
         dist.barrier()
     if run.is_main:
-        record_iteration(run, state, directory, last)
+        record_iteration(run, state, best.epoch, directory, last)
 
 
-def record_iteration(run: TrialRun, state: IterationState, directory: Path, last: bool) -> None:
-    model_path = save_checkpoint(directory, checkpoint_state(run.core, run.trial, run.context, run.manifest,
-                                                             iteration=state.iteration))
+def record_iteration(run: TrialRun, state: IterationState, best_epoch: int, directory: Path, last: bool) -> None:
+    model_path = save_checkpoint(directory, checkpoint_state(
+        run.core, run.trial, run.context, run.manifest, iteration=state.iteration, epoch=best_epoch,
+        scoring=scoring_setup(run.world_size, run.trial.train.batch_size)))
     height, width = run.manifest["image_size"]
     trained_fraction = state.keep_masks.kept_fraction() if state.keep_masks is not None else 1.0
     next_fraction = None if last else KeepMasks(directory, height, width).kept_fraction()
@@ -113,8 +120,18 @@ def pixel_relevance(run: TrialRun, iteration: int, rows: list[int], images: torc
     if saliency.relevance == "random":
         height, width = run.manifest["image_size"]
         return random_relevance(rows, height * width, run.trial.train.seed, iteration, run.device)
-    background = saliency.background_classes or run.manifest.get("background_classes") or [0]
-    return foreground_relevance(run.core(images), background).reshape(len(rows), -1)
+    return foreground_relevance(run.core(images), background_classes(run)).reshape(len(rows), -1)
+
+
+def background_classes(run: TrialRun) -> list[int]:
+    """The trial's (resolved at submission), else the dataset's; never a silent class 0."""
+    classes = run.trial.saliency.background_classes
+    if classes is None:
+        classes = run.manifest.get("background_classes") or []
+    if not classes:
+        raise SpecError(f"background_classes: {run.context.data} has no background class; set "
+                        "background_classes in the spec to the class ids that are not foreground")
+    return classes
 
 
 def kept_pixels(keep_masks: KeepMasks | None, rows: list[int], pixels: int, device: torch.device) -> torch.Tensor:

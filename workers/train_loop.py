@@ -16,14 +16,17 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader
 
 from seg_models.base import split_outputs
 from seg_models.metrics import SCORE_NAMES
-from workers.checkpointing import CHECKPOINT_FILE, checkpoint_state, load_checkpoint, save_checkpoint
+from workers.checkpointing import (CHECKPOINT_FILE, RETENTION_SCORE, BestWeights, checkpoint_state, load_checkpoint,
+                                   save_checkpoint, scoring_setup)
 from workers.data import make_loader
 from workers.evaluation import EVAL_SPLITS, broadcast_buffers, evaluate
 from workers.optim import build_optimizer, build_scheduler, step_scheduler
 from workers.saliency_iterations import finish_iteration, last_finished_iteration, masks_dir, prepare_iteration
+from workers.seeding import loader_seed, seed_globals, worker_seed
 from workers.shards import rank_indices
 from workers.trial_run import IterationState, Progress, TrialRun, build_trial_run
 from workers.trial_spec import TrialContext, TrialSpec
@@ -35,9 +38,10 @@ def train_loop_per_worker(config: dict) -> None:
     while progress.iteration <= run.trial.iterations:
         resuming = saved is not None and saved["progress"]["iteration"] == progress.iteration
         state = start_iteration(run, progress.iteration, saved if resuming else None)
-        train_epochs(run, state, progress)
+        best = BestWeights.from_checkpoint(saved) if resuming else BestWeights()
+        train_epochs(run, state, progress, best)
         if run.trial.saliency:
-            finish_iteration(run, state, last=progress.iteration == run.trial.iterations)
+            finish_iteration(run, state, best, last=progress.iteration == run.trial.iterations)
         progress = Progress(iteration=progress.iteration + 1)
     if run.publisher:
         run.publisher.close()
@@ -83,9 +87,9 @@ def start_iteration(run: TrialRun, iteration: int, saved: dict | None) -> Iterat
                           scaler=torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16))
 
 
-def train_epochs(run: TrialRun, state: IterationState, progress: Progress) -> None:
-    """Every rank decides the best epoch from the same all-reduced scores (early stopping and the
-    plateau schedule need it everywhere); rank 0 publishes it."""
+def train_epochs(run: TrialRun, state: IterationState, progress: Progress, best: BestWeights) -> None:
+    """Every rank decides the best epoch from the same all-reduced scores (early stopping, the
+    plateau schedule and a saliency iteration's best weights need it everywhere); rank 0 publishes it."""
     train = run.trial.train
     for epoch in range(progress.next_epoch, train.epochs + 1):
         train_metrics = train_one_epoch(run, state, epoch)
@@ -95,13 +99,15 @@ def train_epochs(run: TrialRun, state: IterationState, progress: Progress) -> No
                   for name in EVAL_SPLITS if name in run.datasets}
         value = run.target.value_of({"train": train_metrics, **scores})
         progress.record_epoch(epoch, value, run.target)
+        if run.trial.saliency and progress.best_epoch == epoch:  # only a saliency trial goes on from its best epoch
+            best.take(run.core, epoch)
         step_scheduler(state.scheduler, rankable(value, run.target.mode))
         # Published before the checkpoint is reported: a restart re-runs this epoch and its events
         # replace these (same trial, iteration, epoch, split), so nothing is lost or doubled.
         if run.publisher:
             publish_epoch(run, state.iteration, epoch, train_metrics, scores, progress)
         report = epoch_report(run, state, progress, epoch, train_metrics, scores)
-        report_with_checkpoint(run, state, progress, epoch, report)
+        report_with_checkpoint(run, state, progress, best, epoch, report)
         if progress.patience_exhausted(train.early_stop_patience):
             progress.next_epoch = train.epochs + 1
             break
@@ -109,12 +115,11 @@ def train_epochs(run: TrialRun, state: IterationState, progress: Progress) -> No
 
 def train_one_epoch(run: TrialRun, state: IterationState, epoch: int) -> dict:
     train = run.trial.train
-    rows = rank_indices(len(run.splits["train"]), run.rank, run.world_size, epoch + 1000 * state.iteration,
-                        train.seed, shuffle=True, pad=True)
+    seed_globals(worker_seed(train.seed, run.rank, state.iteration, epoch))
     started = time.perf_counter()
     run.model.train()
     totals = torch.zeros(2, dtype=torch.float64, device=run.device)  # (sum of loss x images, images)
-    for images, masks in make_loader(state.train_data, rows, train.batch_size, training=True):
+    for images, masks in epoch_loader(run, state, epoch):
         loss = training_loss(run, images.to(run.device, non_blocking=True).to(memory_format=run.memory_format),
                              masks.to(run.device, non_blocking=True))
         state.optimizer.zero_grad(set_to_none=True)
@@ -128,6 +133,15 @@ def train_one_epoch(run: TrialRun, state: IterationState, epoch: int) -> dict:
     return {"loss": float(totals[0] / totals[1]), "lr": state.optimizer.param_groups[0]["lr"],
             "epoch_time_s": elapsed, "images": int(totals[1]), "images_per_s": float(totals[1]) / elapsed,
             "peak_memory_mb": peak_memory_mb(run.device)}
+
+
+def epoch_loader(run: TrialRun, state: IterationState, epoch: int) -> DataLoader:
+    """This rank's rows of the epoch, in the epoch's order, augmented as the epoch draws them."""
+    train = run.trial.train
+    rows = rank_indices(len(run.splits["train"]), run.rank, run.world_size, epoch, train.seed, shuffle=True,
+                        pad=True, iteration=state.iteration)
+    return make_loader(state.train_data.for_epoch(state.iteration, epoch), rows, train.batch_size, training=True,
+                       seed=loader_seed(train.seed, run.rank, state.iteration, epoch))
 
 
 def training_loss(run: TrialRun, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -148,8 +162,8 @@ def publish_epoch(run: TrialRun, iteration: int, epoch: int, train_metrics: dict
 
 
 def rankable(value: float | None, mode: str) -> float:
-    # Ray ranks checkpoints (and the plateau schedule compares) by numbers: a missing score becomes
-    # the worst number for the mode, below every real score, 0.0 included.
+    # Reports and the plateau schedule take numbers: a missing score becomes the worst number for
+    # the mode, below every real score, 0.0 included.
     if value is not None:
         return value
     return float("-inf") if mode == "max" else float("inf")
@@ -157,25 +171,31 @@ def rankable(value: float | None, mode: str) -> float:
 
 def epoch_report(run: TrialRun, state: IterationState, progress: Progress, epoch: int, train_metrics: dict,
                  scores: dict) -> dict:
-    """What Ray Train ranks checkpoints by: always holds the job's target metric (see jobs.sweep)."""
+    """The epoch's figures, the job's target metric always among them, the decision, and the score
+    Ray Train keeps checkpoints by (workers.checkpointing.RETENTION_SCORE)."""
     mode = run.context.target.mode
     report = {"epoch": epoch, "iteration": state.iteration, "train_loss": train_metrics["loss"],
-              "best_epoch": progress.best_epoch, "num_params": run.num_params}
+              "best_epoch": progress.best_epoch, RETENTION_SCORE: float(progress.best_epoch == epoch),
+              "num_params": run.num_params}
     for name, split_scores in scores.items():
         report.update({f"{name}_{score}": rankable(split_scores[score], mode) for score in SCORE_NAMES})
     report.setdefault(run.context.target.metric, rankable(None, mode))  # a dataset without its split
     return report
 
 
-def report_with_checkpoint(run: TrialRun, state: IterationState, progress: Progress, epoch: int,
-                           report: dict) -> None:
+def report_with_checkpoint(run: TrialRun, state: IterationState, progress: Progress, best: BestWeights,
+                           epoch: int, report: dict) -> None:
+    """The checkpoint also holds the iteration's best weights when they are not its own model, so
+    a restart inside a saliency iteration still ends it with the model its best epoch scored."""
+    scoring = scoring_setup(run.world_size, run.trial.train.batch_size)
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if run.is_main:
             save_checkpoint(Path(directory), checkpoint_state(
                 run.core, run.trial, run.context, run.manifest, optimizer=state.optimizer.state_dict(),
                 scheduler=state.scheduler.state_dict() if state.scheduler is not None else None,
-                progress=dataclasses.asdict(progress), epoch=epoch, metrics=report))
+                progress=dataclasses.asdict(progress), epoch=epoch, metrics=report,
+                best_model=best.checkpoint_entry(epoch), scoring=scoring))
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(report, checkpoint=checkpoint)
 
