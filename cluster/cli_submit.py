@@ -57,6 +57,10 @@ CPUS = typer.Option(None, "--cpus-per-worker")
 GPUS = typer.Option(None, "--gpus-per-worker")
 NAME = typer.Option(None, "--name")
 WAIT = typer.Option(False, "--wait", help="follow the job until it ends; exit 1 if it failed")
+SEARCH = typer.Option(None, "--search", help="grid (every grid point, --samples times) or random "
+                                             "(--samples trials, every field drawn)")
+SAMPLES = typer.Option(None, "--samples", help="grid: repeats of the grid; random: trials in all")
+DRY_RUN = typer.Option(False, "--dry-run", help="validate, print the trials and the resources; submit nothing")
 
 
 @submit_app.command("sweep")
@@ -71,18 +75,21 @@ def submit_sweep(
     workers_per_trial: Optional[int] = WORKERS,
     cpus_per_worker: Optional[float] = CPUS,
     gpus_per_worker: Optional[float] = GPUS,
+    search: Optional[str] = SEARCH,
+    samples: Optional[int] = SAMPLES,
     name: Optional[str] = NAME,
     wait: bool = WAIT,
+    dry_run: bool = DRY_RUN,
 ) -> None:
     """Submit an architecture x hyperparameter sweep. Prints the job id as the last line."""
     from jobs.spec import SweepSpec
 
     spec_data, source = merge_flags(
-        spec_file, {"data": data, "archs": split_list(arch), "name": name},
+        spec_file, {"data": data, "archs": split_list(arch), "name": name, "search": search, "samples": samples},
         {"lr": as_value(split_list(lr, float)), "batch_size": as_value(split_list(batch_size, int)), "epochs": epochs},
         {"workers_per_trial": workers_per_trial, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker},
     )
-    submit_and_follow(ctx, SweepSpec, spec_data, source, wait)
+    submit_and_follow(ctx, SweepSpec, spec_data, source, wait, dry_run)
 
 
 @submit_app.command("saliency")
@@ -107,6 +114,7 @@ def submit_saliency(
     gpus_per_worker: Optional[float] = GPUS,
     name: Optional[str] = NAME,
     wait: bool = WAIT,
+    dry_run: bool = DRY_RUN,
 ) -> None:
     """Submit a saliency-iteration job: retrain on progressively reduced images. Prints the job id last."""
     from jobs.spec import SaliencySpec
@@ -119,7 +127,7 @@ def submit_saliency(
         {"lr": as_value(split_list(lr, float)), "batch_size": as_value(split_list(batch_size, int)), "epochs": epochs},
         {"workers_per_trial": workers_per_trial, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker},
     )
-    submit_and_follow(ctx, SaliencySpec, spec_data, source, wait)
+    submit_and_follow(ctx, SaliencySpec, spec_data, source, wait, dry_run)
 
 
 def local_manifest(root: str, required: bool) -> dict | None:
@@ -156,10 +164,50 @@ def deployment_of(settings: Settings, endpoints: Endpoints):
                       embedded=embedded)
 
 
-def submit_and_follow(ctx: typer.Context, model, spec_data: dict, source: str | None, wait: bool) -> None:
+def trial_values(trial) -> dict:
+    """A trial's model options, hyperparameters and saliency settings, as one flat mapping."""
+    saliency = trial.saliency.model_dump(include={"keep_percent", "relevance"}) if trial.saliency else {}
+    return {**trial.model, **trial.train.model_dump(), **saliency}
+
+
+def varying_fields(spec, trials: list) -> list[str]:
+    """The fields the spec searches, and any other that differs between trials, in a stable order."""
+    values = [trial_values(trial) for trial in trials]
+    keys = list(dict.fromkeys(key for row in values for key in row))
+    shown = spec.searched_fields() | {key for key in keys if len({repr(row.get(key)) for row in values}) > 1}
+    return [key for key in keys if key in shown]
+
+
+def resources_line(resources, count: int) -> str:
+    """What the trials ask for, one trial and all of them together."""
+    workers = resources.workers_per_trial
+    cpus, gpus = workers * resources.cpus_per_worker, workers * resources.gpus_per_worker
+    line = (f"resources: {count} trials x {workers} worker(s) x ({resources.cpus_per_worker:g} CPU, "
+            f"{resources.gpus_per_worker:g} GPU) = {count * cpus:g} CPU, {count * gpus:g} GPU in all")
+    if resources.max_concurrent_trials:
+        line += f"; at most {resources.max_concurrent_trials} trials at once"
+    return line
+
+
+def print_plan(spec, trials: list) -> None:
+    """`--dry-run`: one line per trial (name, architecture, the varying values in full precision)."""
+    fields = varying_fields(spec, trials)
+    for trial in trials:
+        values = trial_values(trial)
+        shown = " ".join(f"{key}={values[key]}" for key in fields if key in values)
+        print(f"{trial.name}  {trial.arch}  {shown}".rstrip())
+    print(resources_line(spec.resources, len(trials)))
+    err.print(f"dry run: {spec.kind} of {len(trials)} trials validated; nothing submitted")
+
+
+def submit_and_follow(ctx: typer.Context, model, spec_data: dict, source: str | None, wait: bool,
+                      dry_run: bool = False) -> None:
     from jobs.submit import submit
 
     spec, trials = validate(ctx, model, spec_data, source)
+    if dry_run:
+        print_plan(spec, trials)
+        return
     endpoints = endpoints_of(ctx, start_if_missing=True)
     client = connect_redis(endpoints.redis_url)
     jobs = jobs_client(endpoints.dashboard_url)

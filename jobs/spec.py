@@ -1,9 +1,11 @@
 """Job specs (pydantic, extra fields forbidden) and their expansion into trials.
 
-A value written as `{grid: [a, b]}` is a grid axis; a sweep runs the cartesian product of all
-axes, one trial per combination. A value written as `{choice: [a, b]}` is drawn at random (seeded),
-once for each of `samples` repetitions of the grid. Each trial is fully resolved: no search
-syntax is left in it.
+Any model or train field may be a search space instead of a value (Ray Tune's names and rules):
+`{grid: [a, b]}` (an axis of the cartesian product), `{choice: [a, b]}`, `{uniform: [low, high]}`,
+`{loguniform: [low, high]}`, `{randint: [low, high]}` (high exclusive) and `{quniform: [low, high, q]}`.
+`search` decides how they become trials (grid_configs, random_configs); every draw comes from one
+`random.Random(search_seed)`, so the same spec gives the same trials. Each trial is fully resolved:
+no search syntax is left in it, and a drawn value is validated like a written one.
 
 A spec is validated (`parse_spec`) and expanded (`expand_trials`) once, at submission; the job
 record keeps the resulting trials, so the driver runs exactly those and never draws again.
@@ -11,9 +13,10 @@ record keeps the resulting trials, so the driver runs exactly those and never dr
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -34,33 +37,131 @@ class Resources(Strict):
     max_failures: int = Field(2, ge=0, description="worker failures a trial survives (resumes from checkpoint)")
 
 
-def search_kind(value: Any) -> str | None:
-    """`grid` or `choice` for `{grid: [...]}` / `{choice: [...]}`, None for a plain value."""
-    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("grid", "choice"):
-        return next(iter(value))
-    return None
+SPACES = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
+
+
+def is_multiple(value: float, q: float) -> bool:
+    return math.isclose(value / q, round(value / q), abs_tol=1e-9)
+
+
+# kind: (arity, integers only, what its arguments must be, the check); the rules are Ray Tune's
+BOUNDED = {
+    "uniform": (2, False, "[low, high] with low < high", lambda low, high: low < high),
+    "loguniform": (2, False, "0 < low < high", lambda low, high: 0 < low < high),
+    "randint": (2, True, "integers [low, high] with low < high (high is exclusive)", lambda low, high: low < high),
+    "quniform": (3, False, "[low, high, q] with low < high, q > 0 and low, high multiples of q",
+                 lambda low, high, q: low < high and q > 0 and is_multiple(low, q) and is_multiple(high, q)),
+}
+
+
+def search_kind(name: str, value: Any) -> str | None:
+    """The search space a value is written as (`{loguniform: [1e-4, 1e-2]}`), None for a plain value."""
+    if not (isinstance(value, dict) and len(value) == 1 and isinstance(next(iter(value)), str)):
+        return None
+    kind = next(iter(value))
+    if kind not in SPACES:
+        raise SpecError(f"{name}: unknown search space {kind!r}; valid: {', '.join(SPACES)}")
+    return kind
+
+
+def is_number(value: Any, integer: bool) -> bool:
+    return isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+
+
+def check_space(name: str, kind: str, args: Any) -> list:
+    """The space's arguments, checked; an error names the field and says what they must be."""
+    if kind in ("grid", "choice"):
+        if not isinstance(args, list) or not args:
+            raise SpecError(f"{name}: {kind} must be a non-empty list")
+        return args
+    arity, integer, rule, holds = BOUNDED[kind]
+    if not (isinstance(args, list) and len(args) == arity and all(is_number(a, integer) for a in args)
+            and holds(*args)):
+        raise SpecError(f"{name}: {kind} needs {rule} (got {args!r})")
+    return args
+
+
+def sample_space(kind: str, args: list, rng: random.Random) -> Any:
+    """One draw, as Ray Tune's `tune.<kind>` would make it (full precision, no rounding)."""
+    if kind in ("grid", "choice"):
+        return rng.choice(args)
+    if kind == "randint":
+        return rng.randrange(args[0], args[1])
+    if kind == "uniform":
+        return rng.uniform(args[0], args[1])
+    if kind == "loguniform":
+        low, high = args
+        # exp(log(high)) can land one ulp outside the bounds
+        return min(max(math.exp(rng.uniform(math.log(low), math.log(high))), low), high)
+    low, high, q = args
+    steps = round(rng.uniform(low, high) / q)
+    # all-integer bounds give integers, so that e.g. batch_size: {quniform: [8, 64, 8]} stays an int
+    return steps * q if all(isinstance(a, int) for a in args) else float(steps * q)
 
 
 def axis_values(name: str, value: Any) -> list:
-    kind = search_kind(value)
+    """A saliency setting: one value, or a grid axis of values (the only space it takes)."""
+    kind = search_kind(name, value)
     if kind is None:
         return [value]
-    values = value[kind]
-    if not isinstance(values, list) or not values:
-        raise SpecError(f"{name}: {kind} must be a non-empty list")
-    return values
+    if kind != "grid":
+        raise SpecError(f"{name}: {kind} is not searched here; give one value or {{grid: [...]}}")
+    return check_space(name, kind, value[kind])
 
 
-def split_axes(prefix: str, values: dict[str, Any]) -> tuple[dict[str, list], dict[str, list], dict[str, Any]]:
-    """(grid axes, choice axes, fixed values) of a section."""
-    grid = {k: axis_values(f"{prefix}.{k}", v) for k, v in values.items() if search_kind(v) == "grid"}
-    choice = {k: axis_values(f"{prefix}.{k}", v) for k, v in values.items() if search_kind(v) == "choice"}
-    fixed = {k: v for k, v in values.items() if search_kind(v) is None}
-    return grid, choice, fixed
+class Section(NamedTuple):
+    """The values of one section (train, or one architecture's model options), split by kind."""
+
+    spaces: dict[str, tuple[str, list]]  # every searched field, grid axes included, in spec order
+    fixed: dict[str, Any]
+
+    def grid(self) -> dict[str, list]:
+        return {key: args for key, (kind, args) in self.spaces.items() if kind == "grid"}
+
+    def sampled(self) -> dict[str, tuple[str, list]]:
+        return {key: space for key, space in self.spaces.items() if space[0] != "grid"}
 
 
-def draw(choices: dict[str, list], rng: random.Random) -> dict[str, Any]:
-    return {name: rng.choice(values) for name, values in choices.items()}
+def split_section(prefix: str, values: dict[str, Any]) -> Section:
+    spaces, fixed = {}, {}
+    for key, value in values.items():
+        kind = search_kind(f"{prefix}.{key}", value)
+        if kind is None:
+            fixed[key] = value
+        else:
+            spaces[key] = (kind, check_space(f"{prefix}.{key}", kind, value[kind]))
+    return Section(spaces, fixed)
+
+
+def draw(spaces: dict[str, tuple[str, list]], rng: random.Random) -> dict[str, Any]:
+    return {key: sample_space(kind, args, rng) for key, (kind, args) in spaces.items()}
+
+
+def grid_configs(archs: list[str], models: dict[str, Section], train: Section, samples: int,
+                 rng: random.Random) -> Iterator[tuple[str, dict, dict]]:
+    """`search: grid`: per architecture, `samples` repeats of its full grid. Each repeat draws the
+    sampled spaces (and `choice`) once, shared by that repeat's grid points, so that grid points are
+    compared at the same draws; the next repeat draws afresh."""
+    for arch in archs:
+        for _ in range(samples):
+            model_drawn, train_drawn = draw(models[arch].sampled(), rng), draw(train.sampled(), rng)
+            for model_combo in product(models[arch].grid()):
+                for train_combo in product(train.grid()):
+                    yield arch, {**model_drawn, **model_combo}, {**train_drawn, **train_combo}
+
+
+def random_configs(archs: list[str], models: dict[str, Section], train: Section, samples: int,
+                   rng: random.Random) -> Iterator[tuple[str, dict, dict]]:
+    """`search: random`: `samples` trials in all, each drawn independently of the others: the
+    architecture uniformly from `archs`, then, in spec order, each of its model fields and each train
+    field, a `grid` axis uniformly from its list like a `choice` and every other space from its
+    distribution. Saliency settings (keep_percent, relevance, controls) still expand per draw."""
+    for _ in range(samples):
+        arch = rng.choice(archs)
+        yield arch, draw(models[arch].spaces, rng), draw(train.spaces, rng)
+
+
+SEARCHES = {"grid": grid_configs, "random": random_configs}
 
 
 class JobSpec(Strict):
@@ -70,10 +171,13 @@ class JobSpec(Strict):
     data: str
     archs: list[str] = Field(min_length=1)
     models: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-architecture options")
-    train: dict[str, Any] = Field(default_factory=dict, description="TrainParams; values may be {grid: [...]}")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainParams; values may be search spaces")
     resources: Resources = Field(default_factory=Resources)
-    samples: int = Field(1, ge=1, le=1000, description="draws of the {choice: [...]} values per grid point")
-    search_seed: int = Field(0, description="seed of the choice draws")
+    search: Literal["grid", "random"] = Field("grid", description="grid: the full grid, `samples` times; "
+                                              "random: `samples` independent draws of every field")
+    samples: int = Field(1, ge=1, le=1000, description="grid: repeats of the grid, each drawing the sampled "
+                                                       "spaces afresh; random: trials in all")
+    search_seed: int = Field(0, description="seed of every draw: the same spec gives the same trials")
     metric: str = Field("val_miou", description="the target that decides 'best' everywhere")
     mode: Literal["max", "min"] = "max"
 
@@ -109,30 +213,34 @@ class JobSpec(Strict):
     def resolve_extra(self, combo: dict[str, Any]) -> dict[str, Any]:
         return {}
 
-    def trials(self) -> list[TrialSpec]:
-        """Every grid combination, `samples` times with fresh draws of the choice values (seeded)."""
+    def sections(self) -> tuple[dict[str, Section], Section]:
+        """Each architecture's model section and the train section, their search spaces checked."""
         unknown = set(self.models) - set(self.archs)
         if unknown:
             raise SpecError(f"models.{sorted(unknown)[0]}: options given for an architecture not in archs")
-        train_grid, train_choice, train_fixed = split_axes("train", self.train)
+        models = {arch: split_section(f"models.{arch}", self.models.get(arch, {})) for arch in self.archs}
+        return models, split_section("train", self.train)
+
+    def searched_fields(self) -> set[str]:
+        """The model and train fields written as search spaces, in any architecture."""
+        models, train = self.sections()
+        return set(train.spaces).union(*(section.spaces for section in models.values()))
+
+    def trials(self) -> list[TrialSpec]:
+        """The trials of `search` (see grid_configs, random_configs), each under every extra axis."""
+        models, train = self.sections()
         extra_axes = self.extra_axes()
-        rng = random.Random(self.search_seed)
+        configs = SEARCHES[self.search](self.archs, models, train, self.samples, random.Random(self.search_seed))
         trials = []
-        for arch in self.archs:
-            model_grid, model_choice, model_fixed = split_axes(f"models.{arch}", self.models.get(arch, {}))
-            for _ in range(self.samples):
-                model_drawn, train_drawn = draw(model_choice, rng), draw(train_choice, rng)
-                for model_combo in product(model_grid):
-                    model = {**model_fixed, **model_drawn, **model_combo}
-                    validate_options(arch, model)
-                    for train_combo in product(train_grid):
-                        train = build_train_params({**train_fixed, **train_drawn, **train_combo})
-                        for extra_combo in product(extra_axes):
-                            varying = {**model_drawn, **model_combo, **train_drawn, **train_combo,
-                                       **{k: v for k, v in extra_combo.items() if len(extra_axes[k]) > 1}}
-                            name = trial_name(len(trials), arch, varying)
-                            trials.append(TrialSpec(name=name, arch=arch, model=model, train=train,
-                                                    **self.resolve_extra(extra_combo)))
+        for arch, model_values, train_values in configs:
+            model = {**models[arch].fixed, **model_values}
+            validate_options(arch, model)
+            params = build_train_params({**train.fixed, **train_values})
+            for extra_combo in product(extra_axes):
+                varying = {**model_values, **train_values,
+                           **{k: v for k, v in extra_combo.items() if len(extra_axes[k]) > 1}}
+                trials.append(TrialSpec(name=trial_name(len(trials), arch, varying), arch=arch, model=model,
+                                        train=params, **self.resolve_extra(extra_combo)))
         return trials
 
 
@@ -205,9 +313,14 @@ def build_train_params(values: dict[str, Any]) -> TrainParams:
         raise SpecError(describe_validation_error(error, prefix="train")) from None
 
 
+def name_value(value: Any) -> str:
+    """Floats with 3 significant digits, so that a sampled 0.0012345678 names a trial as 0.00123."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def trial_name(index: int, arch: str, varying: dict) -> str:
     """`003_unet_lr=0.003`: the index, the architecture and whatever varies across trials."""
-    parts = [f"{index:03d}", arch] + [f"{AXIS_SHORT.get(k, k)}={v}" for k, v in varying.items()]
+    parts = [f"{index:03d}", arch] + [f"{AXIS_SHORT.get(k, k)}={name_value(v)}" for k, v in varying.items()]
     return "_".join(parts).replace("/", "-")
 
 

@@ -173,3 +173,53 @@ def test_bad_background_classes_are_refused(no_cluster, tmp_path, background, me
     spec = tmp_path / "saliency.yaml"
     spec.write_text(f"data: {cityscapes_like(tmp_path, [0])}\narchs: [unet]\nbackground_classes: {background}\n")
     assert_refused(segq("submit", "saliency", str(spec)), message, no_cluster)
+
+
+def dry_run_lrs(result) -> list[float]:
+    """The learning rates a dry run prints, at the full precision the trials keep."""
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    return [float(part.removeprefix("lr=")) for line in lines[:-1] for part in line.split() if part.startswith("lr=")]
+
+
+def test_random_search_dry_run_gives_the_same_trials_twice(no_cluster, dataset, tmp_path):
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text("search_seed: 11\ntrain:\n  lr: {loguniform: [1.0e-4, 1.0e-2]}\n  epochs: 1\n")
+    args = ["submit", "sweep", str(spec), "--data", str(dataset), "--arch", "unet",
+            "--search", "random", "--samples", "4", "--dry-run"]
+    first, second = segq(*args), segq(*args)
+    lrs = dry_run_lrs(first)
+    assert len(lrs) == 4 and len(set(lrs)) == 4 and all(1e-4 <= lr <= 1e-2 for lr in lrs)
+    assert dry_run_lrs(second) == lrs and first.stdout == second.stdout
+    spec.write_text(spec.read_text().replace("search_seed: 11", "search_seed: 12"))
+    assert dry_run_lrs(segq(*args)) != lrs
+    assert no_cluster == []  # no Redis, no Ray: nothing was submitted
+
+
+def test_dry_run_lists_trials_and_resources_and_submits_nothing(no_cluster, dataset):
+    result = segq("submit", "sweep", "--data", str(dataset), "--arch", "unet,fcn", "--lr", "1e-3,3e-3",
+                  "--workers-per-trial", "2", "--gpus-per-worker", "1", "--dry-run", "--wait")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert lines[:4] == ["000_unet_lr=0.001  unet  lr=0.001", "001_unet_lr=0.003  unet  lr=0.003",
+                         "002_fcn_lr=0.001  fcn  lr=0.001", "003_fcn_lr=0.003  fcn  lr=0.003"]
+    assert lines[4] == "resources: 4 trials x 2 worker(s) x (0.5 CPU, 1 GPU) = 4 CPU, 8 GPU in all"
+    assert "nothing submitted" in result.stderr
+    assert no_cluster == []
+
+
+def test_saliency_dry_run_submits_nothing(no_cluster, tmp_path):
+    result = segq("submit", "saliency", "--data", str(cityscapes_like(tmp_path, [0])), "--arch", "unet",
+                  "--keep-percent", "50,90", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert [line.split()[-1] for line in result.stdout.splitlines()[:2]] == ["keep_percent=50.0", "keep_percent=90.0"]
+    assert no_cluster == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--search", "bayes"], "search: Input should be 'grid' or 'random'"),
+    (["--samples", "0"], "samples: Input should be greater than or equal to 1"),
+])
+def test_bad_search_flags_are_refused(no_cluster, dataset, args, message):
+    result = segq("submit", "sweep", "--data", str(dataset), "--arch", "unet", *args, "--dry-run")
+    assert_refused(result, message, no_cluster)
