@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 SEGQ := $(VENV)/bin/segq
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-packages demo test clean-demo
+.PHONY: setup system-packages demo test bench clean-demo
 
 # Everything a fresh machine needs: system packages, the venv, segq itself. Idempotent.
 setup: system-packages $(STAMP)
@@ -34,6 +34,11 @@ demo: setup
 test: setup
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+# Every benchmark in bench/ (their figures go to bench/RESULTS.md with the machine and the date).
+bench: setup
+	$(PY) bench/prepare_throughput.py
+	$(PY) bench/data_path.py
 
 clean-demo:
 	-$(SEGQ) down

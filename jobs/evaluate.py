@@ -25,7 +25,7 @@ from PIL import Image
 from seg_models.exceptions import SpecError
 from seg_models.metrics import ConfusionMatrix
 from workers.exceptions import DataError
-from workers.data import SplitDataset, make_loader
+from workers.data import SplitDataset, make_loader, to_model_input
 from workers.evaluation import EVAL_SPLITS, count_rank_rows, evaluation_protocol
 from jobs.inference import TrainedModel, load_trained_model
 from workers.shards import ShardedSplit, read_manifest
@@ -190,7 +190,8 @@ def write_label_id_pngs(trained: TrainedModel, dataset: SplitDataset, folder: Pa
         path.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     for images, masks in make_loader(dataset, rows, batch_size, training=False):
-        classes = trained.model(images.to(device)).argmax(dim=1).to(torch.uint8).cpu().numpy()
+        logits = trained.model(to_model_input(images, dataset.normalize, torch.device(device)))
+        classes = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
         for predicted, mask in zip(classes, masks.numpy().astype(np.uint8)):
             Image.fromarray(to_label_ids[predicted]).save(predictions[written])
             Image.fromarray(to_label_ids[mask]).save(truths[written])

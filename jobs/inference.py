@@ -32,7 +32,7 @@ class TrainedModel:
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """uint8 HxWx3 of any size -> the normalised CHW tensor at the training size."""
         resized = Image.fromarray(image).resize((self.width, self.height), Image.BILINEAR)
-        return self.normalize(np.asarray(resized))
+        return self.normalize(torch.from_numpy(np.array(resized, dtype=np.uint8))[None])[0]
 
 
 def load_trained_model(checkpoint: str | Path, device: str = "cpu") -> TrainedModel:

@@ -1,4 +1,5 @@
-"""Named augmentation presets, applied jointly to image and mask, and the normalisation after them.
+"""Named augmentation presets, applied jointly to image and mask, and the normalisation after them
+(on the device, batch by batch).
 
 Train and eval are kept separate: evaluation only normalises. Geometric transforms fill
 the image with 0 and the mask with the ignore index, so padding is never scored.
@@ -41,15 +42,20 @@ def train_transform(preset: str, height: int, width: int, ignore_index: int) -> 
 
 
 class Normalize:
-    """uint8 HWC -> float32 CHW, (x/255 - mean) / std with the dataset's train statistics."""
+    """uint8 NHWC batches -> float32 NCHW, (x/255 - mean) / std with the dataset's train
+    statistics, computed on the batch's own device. The one normalisation of training,
+    evaluation and prediction; on the CPU it gives the same bits as numpy's float32 math."""
 
     def __init__(self, mean: list[float], std: list[float]):
-        self.mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
-        self.std = np.asarray(std, np.float32).reshape(1, 1, 3)
+        self.mean = torch.tensor(mean, dtype=torch.float32).reshape(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).reshape(1, 3, 1, 1)
 
-    def __call__(self, image: np.ndarray) -> torch.Tensor:
-        scaled = (image.astype(np.float32) / 255.0 - self.mean) / self.std
-        return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+    def __call__(self, images: torch.Tensor,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+        # The layout is set on the uint8 tensor, where a copy is cheapest; the float math keeps it.
+        nchw = images.permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        return (nchw.to(torch.float32) / 255.0 - mean) / std
 
 
 def reseed(transform: A.Compose, seed: int) -> None:

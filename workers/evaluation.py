@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from seg_models.metrics import ConfusionMatrix
-from workers.data import SplitDataset, make_loader
+from workers.data import SplitDataset, make_loader, to_model_input
 from workers.shards import rank_indices
 
 EVAL_SPLITS = ("val", "test")
@@ -17,27 +17,31 @@ EVAL_SPLITS = ("val", "test")
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset: SplitDataset, rank: int, world_size: int, batch_size: int,
-             device: torch.device, manifest: dict, memory_format=torch.contiguous_format) -> dict:
-    """Scores over the whole split, identical on every rank.
+             device: torch.device, manifest: dict, memory_format=torch.contiguous_format, workers: int = 0,
+             pin_memory: bool = False) -> dict:
+    """Scores over the whole split, identical on every rank, whatever the number of loader `workers`.
 
     Runs the unwrapped model: ranks may see a different number of batches, and DDP's forward
     would try to synchronise buffers on each of them. Evaluation images are never masked.
     """
-    matrix = count_rank_rows(model, dataset, rank, world_size, batch_size, device, manifest, memory_format)
+    matrix = count_rank_rows(model, dataset, rank, world_size, batch_size, device, manifest, memory_format,
+                             workers, pin_memory)
     matrix.all_reduce()
     return matrix.compute(manifest["class_names"])
 
 
 @torch.no_grad()
 def count_rank_rows(model: torch.nn.Module, dataset: SplitDataset, rank: int, world_size: int, batch_size: int,
-                    device: torch.device, manifest: dict, memory_format=torch.contiguous_format) -> ConfusionMatrix:
+                    device: torch.device, manifest: dict, memory_format=torch.contiguous_format, workers: int = 0,
+                    pin_memory: bool = False) -> ConfusionMatrix:
     """The confusion matrix of one rank's rows of the split, in that rank's batches."""
     model.eval()
     matrix = ConfusionMatrix(manifest["num_classes"], manifest["ignore_index"], device=device)
     rows = rank_indices(len(dataset), rank, world_size, epoch=0, seed=0, shuffle=False, pad=False)
-    for images, masks in make_loader(dataset, rows, batch_size, training=False):
-        logits = model(images.to(device).to(memory_format=memory_format))
-        matrix.update(masks.to(device), logits.argmax(dim=1))
+    for images, masks in make_loader(dataset, rows, batch_size, training=False, workers=workers,
+                                     pin_memory=pin_memory):
+        logits = model(to_model_input(images, dataset.normalize, device, memory_format))
+        matrix.update(masks.to(device, non_blocking=True), logits.argmax(dim=1))
     return matrix
 
 

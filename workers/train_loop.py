@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import ray.train
 import ray.train.torch
 import torch
@@ -22,7 +23,7 @@ from seg_models.base import split_outputs
 from seg_models.metrics import SCORE_NAMES
 from workers.checkpointing import (CHECKPOINT_FILE, RETENTION_SCORE, BestWeights, checkpoint_state, load_checkpoint,
                                    save_checkpoint, scoring_setup)
-from workers.data import make_loader
+from workers.data import EpochRows, SplitDataset, make_loader, to_model_input
 from workers.evaluation import EVAL_SPLITS, broadcast_buffers, evaluate
 from workers.optim import build_optimizer, build_scheduler, step_scheduler
 from workers.saliency_iterations import finish_iteration, last_finished_iteration, masks_dir, prepare_iteration
@@ -82,8 +83,9 @@ def start_iteration(run: TrialRun, iteration: int, saved: dict | None) -> Iterat
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None and saved.get("scheduler"):
             scheduler.load_state_dict(saved["scheduler"])
-    return IterationState(iteration=iteration, train_data=run.datasets["train"].with_keep_masks(keep_masks),
-                          keep_masks=keep_masks, optimizer=optimizer, scheduler=scheduler,
+    train_data = run.datasets["train"].with_keep_masks(keep_masks)
+    return IterationState(iteration=iteration, train_data=train_data, keep_masks=keep_masks,
+                          loader=iteration_loader(run, train_data, iteration), optimizer=optimizer, scheduler=scheduler,
                           scaler=torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16))
 
 
@@ -95,7 +97,7 @@ def train_epochs(run: TrialRun, state: IterationState, progress: Progress, best:
         train_metrics = train_one_epoch(run, state, epoch)
         broadcast_buffers(run.core)
         scores = {name: evaluate(run.core, run.datasets[name], run.rank, run.world_size, train.batch_size,
-                                 run.device, run.manifest, run.memory_format)
+                                 run.device, run.manifest, run.memory_format, train.loader_workers, run.pin_memory)
                   for name in EVAL_SPLITS if name in run.datasets}
         value = run.target.value_of({"train": train_metrics, **scores})
         progress.record_epoch(epoch, value, run.target)
@@ -119,8 +121,9 @@ def train_one_epoch(run: TrialRun, state: IterationState, epoch: int) -> dict:
     started = time.perf_counter()
     run.model.train()
     totals = torch.zeros(2, dtype=torch.float64, device=run.device)  # (sum of loss x images, images)
+    normalize = state.train_data.normalize
     for images, masks in epoch_loader(run, state, epoch):
-        loss = training_loss(run, images.to(run.device, non_blocking=True).to(memory_format=run.memory_format),
+        loss = training_loss(run, to_model_input(images, normalize, run.device, run.memory_format),
                              masks.to(run.device, non_blocking=True))
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
@@ -135,13 +138,24 @@ def train_one_epoch(run: TrialRun, state: IterationState, epoch: int) -> dict:
             "peak_memory_mb": peak_memory_mb(run.device)}
 
 
+def epoch_rows(run: TrialRun, iteration: int, epoch: int) -> np.ndarray:
+    train = run.trial.train
+    return rank_indices(len(run.splits["train"]), run.rank, run.world_size, epoch, train.seed, shuffle=True,
+                        pad=True, iteration=iteration)
+
+
+def iteration_loader(run: TrialRun, train_data: SplitDataset, iteration: int) -> DataLoader:
+    """The iteration's training loader: its workers (`loader_workers`) persist from epoch to epoch."""
+    train = run.trial.train
+    return make_loader(train_data, EpochRows(epoch_rows(run, iteration, 0)), train.batch_size, training=True,
+                       seed=loader_seed(train.seed, run.rank, iteration, 0), workers=train.loader_workers,
+                       pin_memory=run.pin_memory)
+
+
 def epoch_loader(run: TrialRun, state: IterationState, epoch: int) -> DataLoader:
     """This rank's rows of the epoch, in the epoch's order, augmented as the epoch draws them."""
-    train = run.trial.train
-    rows = rank_indices(len(run.splits["train"]), run.rank, run.world_size, epoch, train.seed, shuffle=True,
-                        pad=True, iteration=state.iteration)
-    return make_loader(state.train_data.for_epoch(state.iteration, epoch), rows, train.batch_size, training=True,
-                       seed=loader_seed(train.seed, run.rank, state.iteration, epoch))
+    state.loader.sampler.set_epoch(epoch_rows(run, state.iteration, epoch), epoch)
+    return state.loader
 
 
 def training_loss(run: TrialRun, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.utils.data import DataLoader
 
 from seg_models.base import count_parameters
 from seg_models.losses import build_loss, global_median_frequency_weights
@@ -38,6 +39,7 @@ class TrialRun:
     num_params: int
     memory_format: torch.memory_format
     amp_dtype: torch.dtype | None
+    pin_memory: bool  # page-locked loader batches, for asynchronous copies to a CUDA device
     target: Target  # what decides this trial's best epoch (see deciding_target)
     publisher: MetricsPublisher | None  # rank 0 only
 
@@ -58,11 +60,12 @@ def build_trial_run(trial: TrialSpec, context: TrialContext, rank: int, world_si
     torch.manual_seed(trial.train.seed)
     built = build_model(trial.arch, manifest["num_classes"], trial.model)
     num_params = count_parameters(built)
-    if trial.train.sync_batchnorm and world_size > 1:
+    options = device_options(trial.train, device, world_size)
+    if rank == 0 and options.ignored:
+        print(ignored_notice(options.ignored, device, world_size), flush=True)
+    if options.sync_batchnorm:
         built = torch.nn.SyncBatchNorm.convert_sync_batchnorm(built)
-    use_cuda = device.type == "cuda"
-    memory_format = torch.channels_last if trial.train.channels_last and use_cuda else torch.contiguous_format
-    model = prepare_model(built.to(memory_format=memory_format))
+    model = prepare_model(built.to(memory_format=options.memory_format))
     publisher = MetricsPublisher(context.redis_url, context.events_stream, trial.name) if rank == 0 else None
     if publisher:
         publisher.trial_event(num_params=num_params, protocol=evaluation_protocol(manifest))
@@ -70,7 +73,8 @@ def build_trial_run(trial: TrialSpec, context: TrialContext, rank: int, world_si
                     manifest=manifest, splits=splits, datasets=datasets, model=model,
                     core=model.module if hasattr(model, "module") else model,
                     criterion=build_criterion(trial.train, manifest, device), num_params=num_params,
-                    memory_format=memory_format, amp_dtype=amp_dtype(trial.train.amp, use_cuda),
+                    memory_format=options.memory_format, amp_dtype=options.amp_dtype,
+                    pin_memory=options.pin_memory,
                     target=deciding_target(context.target, splits), publisher=publisher)
 
 
@@ -81,8 +85,38 @@ def build_criterion(train: TrainParams, manifest: dict, device: torch.device) ->
     return build_loss(train.loss, manifest["num_classes"], manifest["ignore_index"], weights).to(device)
 
 
-def amp_dtype(amp: str, use_cuda: bool) -> torch.dtype | None:
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp) if use_cuda else None
+@dataclass(frozen=True)
+class DeviceOptions:
+    """The spec's GPU-only options as this worker applies them, and those it has to ignore."""
+
+    amp_dtype: torch.dtype | None
+    memory_format: torch.memory_format
+    sync_batchnorm: bool
+    pin_memory: bool
+    ignored: tuple[str, ...]
+
+
+def device_options(train: TrainParams, device: torch.device, world_size: int) -> DeviceOptions:
+    """The one place GPU-only options are read: each applies on a CUDA device (SyncBatchNorm also
+    needs more than one worker to synchronise with) and is ignored, by name, elsewhere."""
+    use_cuda = device.type == "cuda"
+    requested = {f"amp: {train.amp}": train.amp != "off", "channels_last: true": train.channels_last,
+                 "sync_batchnorm: true": train.sync_batchnorm}
+    applied = {"amp": use_cuda and train.amp != "off", "channels_last": use_cuda and train.channels_last,
+               "sync_batchnorm": use_cuda and train.sync_batchnorm and world_size > 1}
+    ignored = tuple(name for name, wanted in requested.items() if wanted and not applied[name.split(":")[0]])
+    return DeviceOptions(
+        amp_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[train.amp] if applied["amp"] else None,
+        memory_format=torch.channels_last if applied["channels_last"] else torch.contiguous_format,
+        sync_batchnorm=applied["sync_batchnorm"], pin_memory=use_cuda,
+        ignored=ignored)
+
+
+def ignored_notice(ignored: tuple[str, ...], device: torch.device, world_size: int) -> str:
+    """One line for the trial's log, whatever the number of ignored options."""
+    workers = f"{world_size} worker{'s' if world_size > 1 else ''}"
+    return (f"segq: ignoring {', '.join(ignored)}: GPU-only (sync_batchnorm also needs 2 or more workers), and this "
+            f"trial runs on {device.type} with {workers}; it trains without them")
 
 
 def deciding_target(target: Target, splits: dict[str, ShardedSplit]) -> Target:
@@ -100,6 +134,7 @@ class IterationState:
     iteration: int
     train_data: SplitDataset
     keep_masks: KeepMasks | None
+    loader: DataLoader  # one per iteration, its workers persistent; moved from epoch to epoch (EpochRows)
     optimizer: torch.optim.Optimizer
     scheduler: object  # an LR scheduler, or None
     scaler: torch.amp.GradScaler

@@ -34,6 +34,7 @@ class TrainParams(Strict):
     sync_batchnorm: bool = False
     amp: Literal["off", "bf16", "fp16"] = "off"
     channels_last: bool = False
+    loader_workers: int = Field(0, ge=0, description="DataLoader processes per DDP worker (0: load in the worker)")
     seed: int = Field(0, ge=0)
     deterministic: bool = Field(False, description="deterministic kernels where torch has them (for GPUs)")
 

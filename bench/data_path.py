@@ -1,0 +1,207 @@
+"""Data path throughput (images/s) at 256x512: the seed's loop, a PNG DataLoader, and the segq reader.
+
+Renders `--frames` synthetic scenes (jobs.sources.synthetic.render_sample) at 256x512, stores them
+as full-size 1024x2048 PNGs (Cityscapes' frame size: image upscaled bilinear, mask nearest; PNG level 1,
+which decodes like any level and keeps generation short) with
+8-bit masks in the `folder` layout, and prepares those to 256x512 shards with segq's own prepare().
+Then, in this one process, on the same frames:
+
+  (a) the seed notebook's loop: cv2.imread + cv2.resize + /255 per sample, image and mask;
+  (b) a torch DataLoader over the PNGs, 2 workers, the same per-sample work, batches of `--batch`;
+  (c) the segq reader (workers.data.SplitDataset + make_loader), no augmentation, 0 loader workers;
+  (d) the segq reader with `basic` augmentation, 0 and 2 loader workers (persistent, over `EpochRows`).
+
+The segq reader yields uint8 batches: their normalisation runs on the training device
+(workers.data.to_model_input), so it is not part of the host's data path measured here.
+Each case gets one untimed warm-up pass, then timed passes until `--seconds` have gone by; (d) draws a
+new epoch's augmentation each pass. Anonymous memory (RssAnon, of this process and its loader
+workers) is read after the first and the fourth timed pass of (d) with 2 workers.
+
+    .venv/bin/python bench/data_path.py [--frames 64] [--batch 8] [--seconds 4]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from jobs.prepare import prepare
+from jobs.sources.folder import folder_dataset, load_folder
+from jobs.sources.synthetic import CLASS_NAMES, render_sample
+from workers.augment import Normalize, train_transform
+from workers.data import EpochRows, SplitDataset, make_loader
+from workers.shards import ShardedSplit
+
+HEIGHT, WIDTH = 256, 512
+FULL_HEIGHT, FULL_WIDTH = 1024, 2048
+TARGETS = {"(c)/(a)": 30.0, "(c)/(b)": 5.0, "(d2)/(d0)": 1.6}
+
+
+def write_frames(root: Path, count: int) -> list[tuple[str, str]]:
+    """The `folder` layout, full-size: images/NNN.png, masks/NNN.png, classes.txt."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("\n".join(CLASS_NAMES) + "\n")
+    pairs = []
+    for index in range(count):
+        image, mask = render_sample(0, index, HEIGHT, WIDTH)
+        paths = (str(root / "images" / f"{index:04d}.png"), str(root / "masks" / f"{index:04d}.png"))
+        Image.fromarray(image).resize((FULL_WIDTH, FULL_HEIGHT), Image.BILINEAR).save(paths[0], compress_level=1)
+        Image.fromarray(mask).resize((FULL_WIDTH, FULL_HEIGHT), Image.NEAREST).save(paths[1], compress_level=1)
+        pairs.append(paths)
+    return pairs
+
+
+def prepare_shards(frames: Path, out: Path) -> ShardedSplit:
+    dataset = folder_dataset(frames, split=(1.0, 0.0, 0.0))
+    prepare(dataset, load_folder, out, (HEIGHT, WIDTH), 32, "none", False, lambda tasks: [task() for task in tasks])
+    return ShardedSplit(out, "train")
+
+
+def seed_sample(image_path: str, mask_path: str) -> tuple[np.ndarray, np.ndarray]:
+    """One sample as seed 001 reads it (there at 256x256; here at the prepared 256x512)."""
+    image = cv2.resize(cv2.imread(image_path), (WIDTH, HEIGHT)) / 255.0
+    mask = cv2.resize(cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE), (WIDTH, HEIGHT), interpolation=cv2.INTER_NEAREST)
+    return image, mask
+
+
+class PngDataset(Dataset):
+    """The seed's per-sample work behind a DataLoader, as a first PyTorch port would have it."""
+
+    def __init__(self, pairs: list[tuple[str, str]]):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = seed_sample(*self.pairs[index])
+        return torch.from_numpy(image.astype(np.float32).transpose(2, 0, 1)), torch.from_numpy(mask.astype(np.int64))
+
+
+def images_per_s(run_pass: Callable[[int], int], seconds: float, after_pass: Callable[[int], None] | None = None,
+                 min_passes: int = 1) -> float:
+    """One warm-up pass, then passes until `seconds` have gone by, and at least `min_passes`."""
+    run_pass(0)
+    images, passes, start = 0, 0, time.perf_counter()
+    while passes < min_passes or time.perf_counter() - start < seconds:
+        passes += 1
+        images += run_pass(passes)
+        if after_pass:
+            after_pass(passes)
+    return images / (time.perf_counter() - start)
+
+
+def count_batches(batches: Iterable) -> int:
+    return sum(len(images) for images, _ in batches)
+
+
+def seed_loop(pairs: list[tuple[str, str]]) -> Callable[[int], int]:
+    return lambda _: sum(1 for pair in pairs if seed_sample(*pair) is not None)
+
+
+def png_loader(pairs: list[tuple[str, str]], batch: int) -> Callable[[int], int]:
+    loader = DataLoader(PngDataset(pairs), batch_size=batch, num_workers=2, persistent_workers=True)
+    return lambda _: count_batches(loader)
+
+
+def segq_reader(dataset: SplitDataset, batch: int, workers: int) -> tuple[Callable[[int], int], DataLoader]:
+    """Each pass is the next epoch, as the train loop moves its iteration's loader along."""
+    rows = EpochRows(np.arange(len(dataset)))
+    loader = make_loader(dataset, rows, batch, training=True, workers=workers)
+
+    def run_pass(epoch: int) -> int:
+        rows.set_epoch(np.random.default_rng(epoch).permutation(len(dataset)), epoch)
+        return count_batches(loader)
+    return run_pass, loader
+
+
+def rss_anon_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                total += int(line.split()[1])
+    return total
+
+
+def loader_pids(loader: DataLoader) -> list[int]:
+    iterator = loader._iterator  # persistent workers: kept by the loader between passes
+    return [os.getpid()] + ([worker.pid for worker in iterator._workers] if iterator is not None else [])
+
+
+def measure(pairs: list[tuple[str, str]], split: ShardedSplit, batch: int, seconds: float) -> tuple[dict, dict]:
+    normalize = Normalize(split.manifest["mean"], split.manifest["std"])
+    plain = SplitDataset(split, None, normalize)
+    basic = SplitDataset(split, train_transform("basic", HEIGHT, WIDTH, split.manifest["ignore_index"]), normalize)
+    rates = {"(a)": images_per_s(seed_loop(pairs), seconds),
+             "(b)": images_per_s(png_loader(pairs, batch), seconds),
+             "(c)": images_per_s(segq_reader(plain, batch, 0)[0], seconds),
+             "(d0)": images_per_s(segq_reader(basic, batch, 0)[0], seconds)}
+    memory = {}
+    run_pass, loader = segq_reader(basic, batch, 2)
+    rates["(d2)"] = images_per_s(run_pass, seconds, lambda done: memory.setdefault(done, rss_anon_kib(
+        loader_pids(loader))) if done in (1, 4) else None, min_passes=4)
+    return rates, memory
+
+
+def print_machine() -> None:
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
+    import ray
+
+    print(f"machine: {os.cpu_count()} CPUs, {model}; Python {platform.python_version()}, torch {torch.__version__}, "
+          f"Ray {ray.__version__}, OpenCV {cv2.__version__}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; "
+          f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+
+def print_results(rates: dict, memory: dict) -> None:
+    names = {"(a)": "seed's loop (cv2.imread + cv2.resize per sample)",
+             "(b)": "torch DataLoader over the PNGs, 2 workers",
+             "(c)": "segq reader, no augmentation, 0 loader workers",
+             "(d0)": "segq reader, basic augmentation, 0 loader workers",
+             "(d2)": "segq reader, basic augmentation, 2 loader workers"}
+    for key, name in names.items():
+        print(f"{key:5} {rates[key]:9.1f} images/s  {name}")
+    ratios = {"(c)/(a)": rates["(c)"] / rates["(a)"], "(c)/(b)": rates["(c)"] / rates["(b)"],
+              "(d2)/(d0)": rates["(d2)"] / rates["(d0)"]}
+    for key, value in ratios.items():
+        print(f"{key:10} {value:7.2f}x  (target >= {TARGETS[key]}x: {'met' if value >= TARGETS[key] else 'NOT met'})")
+    growth = memory[4] / memory[1]
+    print(f"RssAnon (this process + loader workers, during (d2)): after 1 pass {memory[1] / 1024:.1f} MiB, "
+          f"after 4 {memory[4] / 1024:.1f} MiB, ratio {growth:.3f} (target within 10%: "
+          f"{'met' if abs(growth - 1) <= 0.10 else 'NOT met'})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per case, at least 4 passes")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # as in a Ray train worker with one CPU; the loaders' parallelism is the variable
+    print_machine()
+    with tempfile.TemporaryDirectory() as scratch:
+        start = time.perf_counter()
+        pairs = write_frames(Path(scratch) / "frames", args.frames)
+        split = prepare_shards(Path(scratch) / "frames", Path(scratch) / "shards")
+        print(f"{args.frames} frames {HEIGHT}x{WIDTH}, stored as {FULL_HEIGHT}x{FULL_WIDTH} PNGs and prepared to "
+              f"{HEIGHT}x{WIDTH} shards in {time.perf_counter() - start:.1f}s; batches of {args.batch}")
+        rates, memory = measure(pairs, split, args.batch, args.seconds)
+    print_results(rates, memory)
+    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

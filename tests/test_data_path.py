@@ -1,0 +1,123 @@
+"""The data path: loader workers change the speed, not the batches; uint8 batches are normalised on
+the device exactly as the host used to; GPU-only options on a CPU are ignored with one notice."""
+import numpy as np
+import pytest
+import torch
+
+from jobs.prepare import prepare
+from jobs.sources.synthetic import load_synthetic, synthetic_dataset
+from workers.augment import Normalize, train_transform
+from workers.data import EpochRows, SplitDataset, make_loader, to_model_input
+from workers.evaluation import evaluate
+from workers.shards import ShardedSplit
+from workers.train_loop import start_iteration, train_one_epoch
+from workers.trial_run import build_trial_run, device_options
+from workers.trial_spec import TrainParams, TrialContext, TrialSpec
+
+HEIGHT, WIDTH = 16, 24
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "synthetic"
+    prepare(synthetic_dataset(16, 1, (0.75, 0.25, 0.0)), load_synthetic, out, (HEIGHT, WIDTH), 8, "none", False,
+            lambda tasks: [task() for task in tasks])
+    return out
+
+
+def host_normalize(image: np.ndarray, mean: list[float], std: list[float]) -> torch.Tensor:
+    """The normalisation the loader used to apply to each sample on the host."""
+    scaled = (image.astype(np.float32) / 255.0 - np.asarray(mean, np.float32).reshape(1, 1, 3)) \
+        / np.asarray(std, np.float32).reshape(1, 1, 3)
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+
+
+def epoch_batches(dataset: SplitDataset, workers: int, epochs: tuple[int, ...]) -> list[tuple]:
+    """Every batch of each epoch, from one loader moved along as the train loop moves it."""
+    rows = EpochRows(np.arange(len(dataset)))
+    loader = make_loader(dataset, rows, 4, training=True, seed=5, workers=workers)
+    batches = []
+    for epoch in epochs:
+        rows.set_epoch(np.random.default_rng(epoch).permutation(len(dataset)), epoch)
+        batches += list(loader)
+    return batches
+
+
+def test_loader_workers_give_the_same_augmented_batches(dataset_dir):
+    split = ShardedSplit(dataset_dir, "train")
+    dataset = SplitDataset(split, train_transform("strong", HEIGHT, WIDTH, 255),
+                           Normalize(split.manifest["mean"], split.manifest["std"]), seed=7, iteration=2)
+    alone, forked = epoch_batches(dataset, 0, (1, 2)), epoch_batches(dataset, 2, (1, 2))
+    assert len(alone) == len(forked) == 2 * (len(dataset) // 4)
+    for (images, masks), (forked_images, forked_masks) in zip(alone, forked):
+        assert images.dtype == torch.uint8 and images.shape[1:] == (HEIGHT, WIDTH, 3)
+        assert torch.equal(images, forked_images) and torch.equal(masks, forked_masks)
+    assert not torch.equal(alone[0][0], epoch_batches(dataset, 0, (3,))[0][0])  # another epoch, another draw
+
+
+def test_an_epoch_key_reads_the_row_as_that_epochs_dataset(dataset_dir):
+    split = ShardedSplit(dataset_dir, "train")
+    dataset = SplitDataset(split, train_transform("basic", HEIGHT, WIDTH, 255),
+                           Normalize(split.manifest["mean"], split.manifest["std"]), seed=3)
+    image, mask = dataset[(4, 1)]
+    expected_image, expected_mask = dataset.for_epoch(0, 4)[1]
+    assert torch.equal(image, expected_image) and torch.equal(mask, expected_mask)
+
+
+def test_device_normalisation_equals_the_host_one(dataset_dir):
+    split = ShardedSplit(dataset_dir, "val")
+    mean, std = split.manifest["mean"], split.manifest["std"]
+    dataset = SplitDataset(split, None, Normalize(mean, std))
+    images, _ = next(iter(make_loader(dataset, np.arange(len(dataset)), 4, training=False)))
+    expected = torch.stack([host_normalize(split.row(row)[1], mean, std) for row in range(len(images))])
+    moved = to_model_input(images, dataset.normalize, torch.device("cpu"))
+    assert moved.dtype == torch.float32 and moved.is_contiguous()
+    assert torch.equal(moved, expected)  # the same float32 operations, elementwise: the same bits on a CPU
+    channels_last = to_model_input(images, dataset.normalize, torch.device("cpu"), torch.channels_last)
+    assert channels_last.is_contiguous(memory_format=torch.channels_last) and torch.equal(channels_last, expected)
+
+
+def test_prediction_preprocesses_as_before():
+    from jobs.inference import TrainedModel
+
+    mean, std = [0.3, 0.4, 0.5], [0.2, 0.25, 0.3]
+    trained = TrainedModel(model=torch.nn.Identity(), height=8, width=12, normalize=Normalize(mean, std),
+                           class_names=["a"], palette=np.zeros((1, 3), np.uint8), trial={})
+    image = np.random.default_rng(0).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    assert torch.equal(trained.preprocess(image), host_normalize(image, mean, std))
+
+
+def test_gpu_only_options_on_a_cpu_are_ignored_by_name():
+    options = device_options(TrainParams(amp="bf16", channels_last=True, sync_batchnorm=True), torch.device("cpu"), 2)
+    assert options.amp_dtype is None and options.memory_format == torch.contiguous_format
+    assert not options.sync_batchnorm and not options.pin_memory
+    assert options.ignored == ("amp: bf16", "channels_last: true", "sync_batchnorm: true")
+    assert device_options(TrainParams(), torch.device("cpu"), 1).ignored == ()
+
+
+def trial_run_in_process(data, loader_workers: int, rank: int = 0, world_size: int = 1):
+    trial = TrialSpec(name="000_unet", arch="unet", model={"base_width": 4, "depth": 2},
+                      train=TrainParams(epochs=2, batch_size=4, augment="none", seed=3, amp="bf16",
+                                        channels_last=True, loader_workers=loader_workers))
+    # Port 1 refuses at once: rank 0's events wait in the publisher's buffer, and nothing waits on them.
+    context = TrialContext(job_id="data-path", data=str(data), storage=str(data), redis_url="redis://127.0.0.1:1",
+                           events_stream="unused")
+    return build_trial_run(trial, context, rank, world_size, torch.device("cpu"), lambda model: model)
+
+
+def val_miou_in_process(data, loader_workers: int) -> float:
+    run = trial_run_in_process(data, loader_workers)
+    state = start_iteration(run, 1, None)
+    for epoch in (1, 2):
+        train_one_epoch(run, state, epoch)
+    return evaluate(run.core, run.datasets["val"], 0, 1, 4, run.device, run.manifest, run.memory_format,
+                    loader_workers)["miou"]
+
+
+def test_loader_workers_change_the_speed_not_the_results(dataset_dir, capsys):
+    assert val_miou_in_process(dataset_dir, 2) == val_miou_in_process(dataset_dir, 0)
+    notices = [line for line in capsys.readouterr().out.splitlines() if line.startswith("segq: ignoring")]
+    assert notices == [notices[0]] * 2  # one line per trial
+    assert "amp: bf16, channels_last: true" in notices[0] and "cpu" in notices[0]
+    trial_run_in_process(dataset_dir, 0, rank=1, world_size=2)
+    assert "segq: ignoring" not in capsys.readouterr().out  # rank 0 alone says it
