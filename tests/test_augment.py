@@ -7,21 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.prepare import prepare
-from jobs.sources.synthetic import load_synthetic, synthetic_dataset
 from workers.augment import PRESETS, Normalize, augment, reseed, train_transform
 from workers.data import SplitDataset, make_loader
 from workers.seeding import augment_seed, configure_determinism
 from workers.shards import ShardedSplit
+from tests.conftest import prepare_synthetic_in_process
 
 HEIGHT, WIDTH = 16, 24
 
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "synthetic"
-    prepare(synthetic_dataset(12, 1, (1.0, 0.0, 0.0)), load_synthetic, out, (HEIGHT, WIDTH), 8, "none", False,
-            lambda tasks: [task() for task in tasks])
+    out = prepare_synthetic_in_process(tmp_path_factory.mktemp("data") / "synthetic", 12, (1.0, 0.0, 0.0),
+                                       (HEIGHT, WIDTH))
     return ShardedSplit(out, "train")
 
 

@@ -4,8 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.prepare import prepare
-from jobs.sources.synthetic import load_synthetic, synthetic_dataset
 from workers.augment import Normalize, train_transform
 from workers.data import EpochRows, SplitDataset, make_loader, to_model_input
 from workers.evaluation import evaluate
@@ -13,16 +11,15 @@ from workers.shards import ShardedSplit
 from workers.train_loop import start_iteration, train_one_epoch
 from workers.trial_run import build_trial_run, device_options
 from workers.trial_spec import TrainParams, TrialContext, TrialSpec
+from tests.conftest import prepare_synthetic_in_process
 
 HEIGHT, WIDTH = 16, 24
 
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "synthetic"
-    prepare(synthetic_dataset(16, 1, (0.75, 0.25, 0.0)), load_synthetic, out, (HEIGHT, WIDTH), 8, "none", False,
-            lambda tasks: [task() for task in tasks])
-    return out
+    return prepare_synthetic_in_process(tmp_path_factory.mktemp("data") / "synthetic", 16, (0.75, 0.25, 0.0),
+                                        (HEIGHT, WIDTH))
 
 
 def host_normalize(image: np.ndarray, mean: list[float], std: list[float]) -> torch.Tensor:

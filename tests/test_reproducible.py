@@ -6,9 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from jobs.prepare import prepare
-from jobs.sources.synthetic import load_synthetic, synthetic_dataset
-from tests.conftest import run_segq
+from tests.conftest import run_segq, prepare_synthetic_in_process
 from workers.train_loop import start_iteration, train_one_epoch
 from workers.trial_run import build_trial_run
 from workers.trial_spec import TrainParams, TrialContext, TrialSpec
@@ -18,10 +16,7 @@ TOLERANCE = 1e-6
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "synthetic"
-    prepare(synthetic_dataset(16, 1, (0.75, 0.25, 0.0)), load_synthetic, out, (16, 24), 8, "none", False,
-            lambda tasks: [task() for task in tasks])
-    return out
+    return prepare_synthetic_in_process(tmp_path_factory.mktemp("data") / "synthetic", 16, (0.75, 0.25, 0.0))
 
 
 def train_in_process(data, seed: int, epochs: int = 2) -> tuple[list[float], dict]:

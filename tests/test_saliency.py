@@ -3,13 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.prepare import prepare
-from jobs.sources.synthetic import load_synthetic, synthetic_dataset
 from workers.augment import Normalize, train_transform
 from workers.data import SplitDataset
 from workers.saliency import (KeepMasks, apply_fill, foreground_relevance, random_relevance, select_keep,
                               write_rank_masks)
 from workers.shards import ShardedSplit
+from tests.conftest import prepare_synthetic_in_process
 
 
 def reference_keep(relevance: np.ndarray, kept: np.ndarray, keep_percent: float) -> np.ndarray:
@@ -66,10 +65,7 @@ def test_random_relevance_is_per_row_reproducible():
 
 @pytest.fixture
 def dataset_dir(tmp_path):
-    out = tmp_path / "data"
-    prepare(synthetic_dataset(20, 1, (0.6, 0.2, 0.2)), load_synthetic, out, (16, 24), 8, "none", False,
-            lambda tasks: [task() for task in tasks])
-    return out
+    return prepare_synthetic_in_process(tmp_path / "data", 20, (0.6, 0.2, 0.2))
 
 
 def test_keep_masks_round_trip_bit_packed(tmp_path):

@@ -12,8 +12,6 @@ import pytest
 import torch
 
 from jobs.inference import load_trained_model
-from jobs.prepare import prepare
-from jobs.sources.synthetic import load_synthetic, synthetic_dataset
 from jobs.sweep import best_checkpoint_path, checkpoint_config
 from seg_models.metrics import SCORE_NAMES
 from workers.checkpointing import (CHECKPOINT_FILE, RETENTION_SCORE, BestWeights, checkpoint_state, load_checkpoint,
@@ -25,6 +23,7 @@ from workers.target import Target
 from workers.train_loop import epoch_report, rankable, start_iteration, train_epochs, train_one_epoch
 from workers.trial_run import Progress, build_trial_run, deciding_target
 from workers.trial_spec import SaliencyParams, TrainParams, TrialContext, TrialSpec
+from tests.conftest import prepare_synthetic_in_process
 
 MODEL = {"base_width": 4, "depth": 2}
 MAX, MIN = Target(), Target(metric="train_loss", mode="min")
@@ -79,10 +78,7 @@ def test_the_report_always_holds_the_target_and_the_decision():
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "synthetic"
-    prepare(synthetic_dataset(20, 1, (0.6, 0.2, 0.2)), load_synthetic, out, (16, 24), 8, "none", False,
-            lambda tasks: [task() for task in tasks])
-    return out
+    return prepare_synthetic_in_process(tmp_path_factory.mktemp("data") / "synthetic", 20, (0.6, 0.2, 0.2))
 
 
 def context_for(data: Path, job_id: str = "saliency-test") -> TrialContext:
