@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 SEGQ := $(VENV)/bin/segq
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-packages demo test bench clean-demo
+.PHONY: setup system-packages demo test soak bench clean-demo
 
 # Everything a fresh machine needs: system packages, the venv, segq itself. Idempotent.
 setup: system-packages $(STAMP)
@@ -35,10 +35,16 @@ test: setup
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
+# The soak at full size: 20 tiny jobs back to back through the CLI (`make test` runs 2).
+soak: setup
+	SEGQ_SOAK_JOBS=20 $(PY) -m pytest -q -m soak tests/test_soak.py
+
 # Every benchmark in bench/ (their figures go to bench/RESULTS.md with the machine and the date).
 bench: setup
 	$(PY) bench/prepare_throughput.py
 	$(PY) bench/data_path.py
+	$(PY) bench/trial_overhead.py
+	$(PY) bench/sweep_efficiency.py
 
 clean-demo:
 	-$(SEGQ) down

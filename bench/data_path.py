@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -39,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from jobs.prepare import prepare
 from jobs.sources.folder import folder_dataset, load_folder
 from jobs.sources.synthetic import CLASS_NAMES, render_sample
-from workers.augment import Normalize, train_transform
+from workers.augment import Normalize, limit_augmentation_threads, train_transform
 from workers.data import EpochRows, SplitDataset, make_loader
 from workers.shards import ShardedSplit
 
@@ -118,13 +119,9 @@ def png_loader(pairs: list[tuple[str, str]], batch: int) -> Callable[[int], int]
 
 def segq_reader(dataset: SplitDataset, batch: int, workers: int) -> tuple[Callable[[int], int], DataLoader]:
     """Each pass is the next epoch, as the train loop moves its iteration's loader along."""
-    rows = EpochRows(np.arange(len(dataset)))
+    rows = EpochRows(lambda epoch: np.random.default_rng(epoch).permutation(len(dataset)), batch)
     loader = make_loader(dataset, rows, batch, training=True, workers=workers)
-
-    def run_pass(epoch: int) -> int:
-        rows.set_epoch(np.random.default_rng(epoch).permutation(len(dataset)), epoch)
-        return count_batches(loader)
-    return run_pass, loader
+    return lambda epoch: count_batches(loader.epoch(epoch + 1)), loader.loader
 
 
 def rss_anon_kib(pids: list[int]) -> int:
@@ -156,27 +153,89 @@ def measure(pairs: list[tuple[str, str]], split: ShardedSplit, batch: int, secon
     return rates, memory
 
 
-def print_machine() -> None:
+CASES = {"(a)": "seed's loop", "(b)": "DataLoader over PNGs, 2 workers", "(c)": "segq reader, no augmentation",
+         "(d0)": "segq reader, `basic`, 0 loader workers", "(d2)": "segq reader, `basic`, 2 loader workers"}
+SECTION_TITLE = "# Data path: segq's shard reader against per-file loading"
+
+
+def machine_facts() -> dict:
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
     import ray
 
-    print(f"machine: {os.cpu_count()} CPUs, {model}; Python {platform.python_version()}, torch {torch.__version__}, "
-          f"Ray {ray.__version__}, OpenCV {cv2.__version__}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; "
-          f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    return {"cpus": os.cpu_count(), "model": model, "python": platform.python_version(), "torch": torch.__version__,
+            "ray": ray.__version__, "opencv": cv2.__version__, "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}",
+            "load_before": load_average()}
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def ratios_of(rates: dict) -> dict:
+    return {"(c)/(a)": rates["(c)"] / rates["(a)"], "(c)/(b)": rates["(c)"] / rates["(b)"],
+            "(d2)/(d0)": rates["(d2)"] / rates["(d0)"]}
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "**not met**"
+
+
+def results_section(machine: dict, rates: dict, memory: dict, command: str, load_after: str) -> str:
+    """This benchmark's section of bench/RESULTS.md, from one run's figures."""
+    growth = memory[4] / memory[1]
+    lines = [SECTION_TITLE, "", DESCRIPTION, "",
+             "Command (from the repository root):", "", "```", command, "```", "",
+             f"Machine: `nproc` = {machine['cpus']}, CPU `{machine['model']}`; Python {machine['python']}, "
+             f"torch {machine['torch']}, Ray {machine['ray']}, OpenCV {machine['opencv']}. Run on {machine['date']} "
+             f"UTC, load average before {machine['load_before']}, after {load_after}.", "",
+             "| case | images/s |", "|---|---|"]
+    lines += [f"| {key} {name} | {rates[key]:.1f} |" for key, name in CASES.items()]
+    lines += ["", "| ratio | measured | target |", "|---|---|---|"]
+    lines += [f"| {key} | {value:.2f}x | >= {TARGETS[key]}x: {verdict(value >= TARGETS[key])} |"
+              for key, value in ratios_of(rates).items()]
+    lines += [f"| RssAnon after 4 passes / after 1 | {memory[4] / 1024:.1f} / {memory[1] / 1024:.1f} MiB = "
+              f"{growth:.3f} | within 10%: {verdict(abs(growth - 1) <= 0.10)} |", "", READING, ""]
+    return "\n".join(lines)
+
+
+DESCRIPTION = """`bench/data_path.py` renders `--frames` (64) synthetic scenes, stores them as 1024x2048 PNGs (as a dataset on
+disk would be) and prepares them to 256x512 shards with segq's `prepare()` (the `folder` source).
+Then, on the same 256x512 frames, in batches of 8, it measures: (a) the seed notebook's loop
+(`cv2.imread` + `cv2.resize` + /255 per sample), (b) a torch DataLoader over the PNGs with 2 workers,
+(c) the segq reader without augmentation (uint8 batches; their normalisation runs on the training
+device and is not in this figure), (d) the segq reader with the `basic` albumentations preset with
+0 and with 2 loader workers (one pass = one epoch of the 64 frames, through the train loop's
+`EpochRows`), and the anonymous memory (RssAnon of the process and its loader workers) after 1 and
+after 4 passes. `make bench` rewrites this section."""
+
+
+READING = """Reading: reading rows from the memory-mapped shards is two orders of magnitude faster than decoding
+and resizing files, and memory stays flat across passes. Each process here has one OpenCV thread and one
+torch thread, as in a Ray train worker with one CPU (workers.trial_run sizes OpenCV's pool to the
+worker's CPUs, and to one with loader workers, which then each augment on one core). Masks travel as
+uint8 (widened to int64 on the device), so a batch of 8 carries 4 MiB through shared memory instead
+of 11 MiB, and the loader reads epoch after epoch from one live iterator (workers.data.IterationLoader),
+so its workers keep prefetching across the end of a pass instead of waiting for the next one to
+start. The other processes on the machine (see the load average) share the same two cores."""
+
+
+def write_section(results: Path, section: str) -> None:
+    """Replace this benchmark's section of `results` (from its title to the next title), or add it."""
+    text = results.read_text() if results.exists() else ""
+    start = text.find(SECTION_TITLE)
+    if start < 0:
+        results.write_text(text.rstrip("\n") + ("\n\n" if text else "") + section)
+        return
+    following = text.find("\n# ", start + len(SECTION_TITLE))
+    rest = text[following + 1:] if following >= 0 else ""
+    results.write_text(text[:start] + section + ("\n" + rest if rest else ""))
 
 
 def print_results(rates: dict, memory: dict) -> None:
-    names = {"(a)": "seed's loop (cv2.imread + cv2.resize per sample)",
-             "(b)": "torch DataLoader over the PNGs, 2 workers",
-             "(c)": "segq reader, no augmentation, 0 loader workers",
-             "(d0)": "segq reader, basic augmentation, 0 loader workers",
-             "(d2)": "segq reader, basic augmentation, 2 loader workers"}
-    for key, name in names.items():
+    for key, name in CASES.items():
         print(f"{key:5} {rates[key]:9.1f} images/s  {name}")
-    ratios = {"(c)/(a)": rates["(c)"] / rates["(a)"], "(c)/(b)": rates["(c)"] / rates["(b)"],
-              "(d2)/(d0)": rates["(d2)"] / rates["(d0)"]}
-    for key, value in ratios.items():
+    for key, value in ratios_of(rates).items():
         print(f"{key:10} {value:7.2f}x  (target >= {TARGETS[key]}x: {'met' if value >= TARGETS[key] else 'NOT met'})")
     growth = memory[4] / memory[1]
     print(f"RssAnon (this process + loader workers, during (d2)): after 1 pass {memory[1] / 1024:.1f} MiB, "
@@ -189,9 +248,16 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per case, at least 4 passes")
+    parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"),
+                        help="rewrite this benchmark's section there (default bench/RESULTS.md)")
+    parser.add_argument("--no-results", action="store_true", help="print the figures only")
     args = parser.parse_args()
-    torch.set_num_threads(1)  # as in a Ray train worker with one CPU; the loaders' parallelism is the variable
-    print_machine()
+    # As in a Ray train worker with one CPU (workers.trial_run sizes OpenCV's pool to torch's threads);
+    # the loaders' parallelism is the variable.
+    torch.set_num_threads(1)
+    limit_augmentation_threads(torch.get_num_threads())
+    machine = machine_facts()
+    print(f"machine: {machine}")
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         pairs = write_frames(Path(scratch) / "frames", args.frames)
@@ -200,7 +266,12 @@ def main() -> None:
               f"{HEIGHT}x{WIDTH} shards in {time.perf_counter() - start:.1f}s; batches of {args.batch}")
         rates, memory = measure(pairs, split, args.batch, args.seconds)
     print_results(rates, memory)
-    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    load_after = load_average()
+    print(f"load average after: {load_after}")
+    if not args.no_results:
+        command = " ".join([".venv/bin/python bench/data_path.py", *sys.argv[1:]])
+        write_section(args.results, results_section(machine, rates, memory, command, load_after))
+        print(f"wrote its section of {args.results}")
 
 
 if __name__ == "__main__":

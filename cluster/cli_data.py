@@ -46,6 +46,7 @@ def data_prepare(
     from jobs.prepare import parse_size, prepare
     from jobs.task_runner import run_ray_tasks
 
+    height_width = parse_size(size)  # checked before anything starts
     dataset, loader = open_source(source, root, seed, skip_bad, given_source_flags(ctx.params))
     endpoints = endpoints_of(ctx, start_if_missing=True)
     init_ray(endpoints.gcs_address)
@@ -56,7 +57,7 @@ def data_prepare(
         def run_tasks(tasks):
             return run_ray_tasks(tasks, lambda done, total: progress.update(bar, completed=done, total=total))
 
-        manifest = prepare(dataset, loader, out.resolve(), parse_size(size), shard_size, compression,
+        manifest = prepare(dataset, loader, out.resolve(), height_width, shard_size, compression,
                            overwrite, run_tasks, skip_bad=skip_bad)
     report_prepared(manifest, out.resolve())
 

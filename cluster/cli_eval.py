@@ -18,7 +18,8 @@ SCORE_LABELS = {"miou": "mIoU", "mdice": "mDice", "pixel_acc": "pixel acc", "mea
 
 @eval_app.command("eval")
 def eval_checkpoint(
-    checkpoint: Path = typer.Argument(..., help="checkpoint.pt or its folder (best_checkpoint in `segq summary`)"),
+    checkpoint: str = typer.Argument(..., help="checkpoint.pt or its folder, a path or an s3:// or gs:// URI "
+                                               "(best_checkpoint in `segq summary`)"),
     data: Path = typer.Option(..., "--data", help="a prepared dataset with the checkpoint's classes"),
     split: str = typer.Option("val", "--split", help="val or test"),
     official: bool = typer.Option(False, "--official",

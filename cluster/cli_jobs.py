@@ -1,4 +1,4 @@
-"""`segq jobs`: list, show, logs, cancel."""
+"""`segq jobs`: list, show, logs, cancel, resume."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from enum import Enum
 
 import typer
 
-from cluster.cli_context import console, endpoints_of
+from cluster.cli_context import console, endpoints_of, exit_unless_finished, say
 from cluster.connect import connect_redis, jobs_client, try_jobs_client
 
 jobs_app = typer.Typer(help="List, inspect, follow and cancel jobs.", no_args_is_help=True)
@@ -19,14 +19,18 @@ def print_jobs(client, limit: int = 50) -> None:
 
     from jobs.records import list_jobs
 
+    from jobs.queue import positions
+
     table = Table(title="jobs")
-    for column in ("job", "kind", "status", "created", "duration"):
+    for column in ("job", "kind", "status", "position", "created", "duration"):
         table.add_column(column)
+    waiting = positions(client)  # 1: the next job to run
     for record in list_jobs(client, limit):
         end = record.ended_at or (time.time() if record.started_at else None)
         duration = f"{end - record.started_at:.0f}s" if record.started_at and end else ""
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created_at))
-        table.add_row(record.id, record.kind, record.status.value, created, duration)
+        position = str(waiting[record.id]) if record.id in waiting and not record.status.is_final else ""
+        table.add_row(record.id, record.kind, record.status.value, position, created, duration)
     console.print(table)
 
 
@@ -58,7 +62,8 @@ def jobs_show(
     if jobs is not None:
         record = reconcile(client, record, jobs)
     if output_format is ShowFormat.json:
-        console.print_json(json.dumps({**record.to_dict(), "spec": record.spec, "trials": record.trials}))
+        console.print_json(json.dumps({**record.to_dict(), "spec": record.spec, "trials": record.trials,
+                                       "attempts": record.attempts}))
     else:
         print_record(record)
 
@@ -108,12 +113,42 @@ def jobs_logs(ctx: typer.Context, job: str = typer.Argument(...)) -> None:
 
 @jobs_app.command("cancel")
 def jobs_cancel(ctx: typer.Context, job: str = typer.Argument(...)) -> None:
-    """Stop a running job on Ray and mark it cancelled."""
+    """Cancel a queued or running job: stop its driver and trial workers on Ray, mark it cancelled.
+    Finished trials keep their results and checkpoints."""
     from jobs.records import JobRecord, resolve_job_id
-    from jobs.submit import cancel
+    from jobs.submit import CANCEL_DEADLINE_S, cancel
 
     endpoints = endpoints_of(ctx)
     client = connect_redis(endpoints.redis_url)
     record = JobRecord.load(client, resolve_job_id(client, job))
-    cancel(client, record, jobs_client(endpoints.dashboard_url))
-    console.print(f"{record.id}: cancelled" if not record.status.is_final else f"{record.id}: already {record.status.value}")
+    if record.status.is_final:
+        say(f"{record.id} is already {record.status.value}; there is nothing to cancel "
+            f"(`segq jobs show {record.id}` has its record)")
+        raise typer.Exit(1)
+    ray_status = cancel(client, record, jobs_client(endpoints.dashboard_url))
+    if ray_status is None:
+        say(f"{record.id}: cancelled; Ray had not stopped its driver within {CANCEL_DEADLINE_S:.0f}s "
+            f"(see `segq jobs logs {record.id}`)")
+        raise typer.Exit(1)
+    console.print(f"{record.id}: cancelled (was {record.status.value}; Ray status {ray_status})")
+
+
+@jobs_app.command("resume")
+def jobs_resume(ctx: typer.Context, job: str = typer.Argument(..., help="job id (or a unique prefix)"),
+                wait: bool = typer.Option(False, "--wait", help="follow the job until it ends; exit 1 if it failed")) -> None:
+    """Continue a job whose driver died: finished trials are kept, interrupted ones continue from
+    their last checkpoint. A finished or cancelled job is refused."""
+    from cluster.cli_context import settings_of
+    from cluster.cli_submit import deployment_of, follow_with_progress
+    from jobs.records import JobRecord, resolve_job_id
+    from jobs.resume import resume
+
+    endpoints = endpoints_of(ctx)
+    client = connect_redis(endpoints.redis_url)
+    jobs = jobs_client(endpoints.dashboard_url)
+    record = JobRecord.load(client, resolve_job_id(client, job))
+    record = resume(client, jobs, record, deployment_of(settings_of(ctx), endpoints), endpoints.dashboard_url)
+    say(f"resumed {record.id} as Ray job {record.ray_submission_id}; dashboard: {record.dashboard_url}")
+    if wait:
+        exit_unless_finished(follow_with_progress(client, jobs, record))
+    print(record.id)

@@ -39,7 +39,8 @@ def backbone_choices(options_model) -> list[str]:
 
 @models_app.command()
 def predict(
-    checkpoint: Path = typer.Argument(..., help="checkpoint.pt or the checkpoint folder (see `segq summary`)"),
+    checkpoint: str = typer.Argument(..., help="checkpoint.pt or the checkpoint folder, a path or an s3:// or "
+                                               "gs:// URI (best_checkpoint in `segq summary`)"),
     inputs: List[Path] = typer.Argument(..., help="images or folders of images"),
     out: Path = typer.Option(..., "--out", help="folder for NAME_mask.png and NAME_overlay.png"),
     raw: bool = typer.Option(False, "--raw", help="also write NAME_classes.png (class index per pixel)"),
@@ -67,7 +68,8 @@ def predict(
 
 @models_app.command()
 def export(
-    checkpoint: Path = typer.Argument(..., help="checkpoint.pt or the checkpoint folder"),
+    checkpoint: str = typer.Argument(..., help="checkpoint.pt or the checkpoint folder, a path or an s3:// or "
+                                               "gs:// URI"),
     format: str = typer.Option("torchscript", "--format", help="torchscript or onnx"),
     out: Optional[Path] = typer.Option(None, "--out", help="output file (default: next to the checkpoint)"),
 ) -> None:
@@ -75,11 +77,16 @@ def export(
     normalised with the dataset's mean/std), with that input contract embedded and printed."""
     from seg_models.export import export_model
     from workers.checkpointing import checkpoint_file
+    from workers.exceptions import CheckpointError
+    from workers.storage import is_uri
     from jobs.inference import load_trained_model
 
     trained = load_trained_model(checkpoint)
     contract = input_contract(checkpoint)
     suffix = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}.get(format, "")
+    if out is None and is_uri(checkpoint):
+        raise CheckpointError(f"{checkpoint}: a checkpoint on storage has no local folder to export next to; "
+                              "give --out FILE")
     target = out or checkpoint_file(checkpoint).with_name(f"model{suffix}")
     export_model(trained.model, contract, target, format)
     # Plain text: the contract's lists would otherwise be read as rich markup or wrapped.
@@ -88,7 +95,7 @@ def export(
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def input_contract(checkpoint: Path):
+def input_contract(checkpoint: str):
     """The preprocessing the checkpoint's model was trained with, from the dataset facts it stores
     (the exact mean/std, where the loaded model keeps only their float32 copies)."""
     from seg_models.export import InputContract

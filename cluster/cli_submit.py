@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from cluster import local
 from cluster.cli_context import endpoints_of, err, exit_unless_finished, settings_of
 from cluster.connect import Endpoints, connect_redis, jobs_client
 from cluster.settings import Settings
@@ -56,10 +57,15 @@ WORKERS = typer.Option(None, "--workers-per-trial", help="DDP workers per trial"
 CPUS = typer.Option(None, "--cpus-per-worker")
 GPUS = typer.Option(None, "--gpus-per-worker")
 NAME = typer.Option(None, "--name")
+PRIORITY = typer.Option(0, "--priority", min=-100, max=100,
+                        help="queue priority: higher runs first; equal priorities run in submission order")
 WAIT = typer.Option(False, "--wait", help="follow the job until it ends; exit 1 if it failed")
-SEARCH = typer.Option(None, "--search", help="grid (every grid point, --samples times) or random "
-                                             "(--samples trials, every field drawn)")
-SAMPLES = typer.Option(None, "--samples", help="grid: repeats of the grid; random: trials in all")
+SEARCH = typer.Option(None, "--search", help="grid (every grid point, --samples times), random "
+                                             "(--samples trials, every field drawn) or optuna (TPE)")
+SAMPLES = typer.Option(None, "--samples", help="grid: repeats of the grid; random and optuna: trials in all")
+SCHEDULER = typer.Option(None, "--scheduler", help="fifo, asha, hyperband or pbt, on the job's target metric "
+                                                   "(settings: the spec's scheduler section)")
+MAX_CONCURRENT = typer.Option(None, "--max-concurrent", help="trials that run at once (default: as many as fit)")
 DRY_RUN = typer.Option(False, "--dry-run", help="validate, print the trials and the resources; submit nothing")
 
 
@@ -77,7 +83,10 @@ def submit_sweep(
     gpus_per_worker: Optional[float] = GPUS,
     search: Optional[str] = SEARCH,
     samples: Optional[int] = SAMPLES,
+    scheduler: Optional[str] = SCHEDULER,
+    max_concurrent: Optional[int] = MAX_CONCURRENT,
     name: Optional[str] = NAME,
+    priority: int = PRIORITY,
     wait: bool = WAIT,
     dry_run: bool = DRY_RUN,
 ) -> None:
@@ -87,9 +96,13 @@ def submit_sweep(
     spec_data, source = merge_flags(
         spec_file, {"data": data, "archs": split_list(arch), "name": name, "search": search, "samples": samples},
         {"lr": as_value(split_list(lr, float)), "batch_size": as_value(split_list(batch_size, int)), "epochs": epochs},
-        {"workers_per_trial": workers_per_trial, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker},
+        {"workers_per_trial": workers_per_trial, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker,
+         "max_concurrent_trials": max_concurrent},
     )
-    submit_and_follow(ctx, SweepSpec, spec_data, source, wait, dry_run)
+    if scheduler is not None:  # the kind; the spec file's scheduler settings stay
+        given = spec_data.get("scheduler")
+        spec_data["scheduler"] = {**given, "kind": scheduler} if isinstance(given, dict) else scheduler
+    submit_and_follow(ctx, SweepSpec, spec_data, source, wait, dry_run, priority)
 
 
 @submit_app.command("saliency")
@@ -113,6 +126,7 @@ def submit_saliency(
     cpus_per_worker: Optional[float] = CPUS,
     gpus_per_worker: Optional[float] = GPUS,
     name: Optional[str] = NAME,
+    priority: int = PRIORITY,
     wait: bool = WAIT,
     dry_run: bool = DRY_RUN,
 ) -> None:
@@ -127,7 +141,7 @@ def submit_saliency(
         {"lr": as_value(split_list(lr, float)), "batch_size": as_value(split_list(batch_size, int)), "epochs": epochs},
         {"workers_per_trial": workers_per_trial, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker},
     )
-    submit_and_follow(ctx, SaliencySpec, spec_data, source, wait, dry_run)
+    submit_and_follow(ctx, SaliencySpec, spec_data, source, wait, dry_run, priority)
 
 
 def local_manifest(root: str, required: bool) -> dict | None:
@@ -155,13 +169,18 @@ def validate(ctx: typer.Context, model, spec_data: dict, source: str | None):
 
 
 def deployment_of(settings: Settings, endpoints: Endpoints):
+    from cluster.secrets import password_file_url
     from jobs.deployment import Deployment
 
     embedded = settings.embedded()
     # A real cluster keeps its own SEGQ_STORAGE (shared storage) unless one is given here.
     storage = settings.resolved_storage() if embedded or settings.storage else None
-    return Deployment(redis_url=settings.cluster_redis_url or endpoints.redis_url, storage=storage,
-                      embedded=embedded)
+    redis_url = settings.cluster_redis_url or endpoints.redis_url
+    if embedded:  # the driver runs here: a password in the URL moves into a 0600 file it reads
+        redis_url = password_file_url(settings.resolved_home(), redis_url)
+    state = local.running_state(settings.resolved_home()) if embedded else None
+    return Deployment(redis_url=redis_url, storage=storage, embedded=embedded,
+                      ray_address=state["ray"]["address"] if state else None)
 
 
 def trial_values(trial) -> dict:
@@ -190,18 +209,30 @@ def resources_line(resources, count: int) -> str:
 
 
 def print_plan(spec, trials: list) -> None:
-    """`--dry-run`: one line per trial (name, architecture, the varying values in full precision)."""
+    """`--dry-run`: one line per trial (name, architecture, the varying values in full precision),
+    or for Optuna, which suggests trials as results come in, the space it searches."""
+    if spec.search == "optuna":
+        models, train = spec.sections()
+        for section, spaces in [*((f"models.{a}", m.spaces) for a, m in models.items()), ("train", train.spaces)]:
+            for key, (kind, args) in spaces.items():
+                print(f"{section}.{key}: {kind} {args}")
+        print(f"archs: choice {spec.archs}")
+        print(resources_line(spec.resources, spec.samples))
+        err.print(f"dry run: {spec.kind} of {spec.samples} trials suggested by optuna (TPE, seed "
+                  f"{spec.search_seed}), scheduler {spec.scheduler.kind}; nothing submitted")
+        return
     fields = varying_fields(spec, trials)
     for trial in trials:
         values = trial_values(trial)
         shown = " ".join(f"{key}={values[key]}" for key in fields if key in values)
         print(f"{trial.name}  {trial.arch}  {shown}".rstrip())
     print(resources_line(spec.resources, len(trials)))
-    err.print(f"dry run: {spec.kind} of {len(trials)} trials validated; nothing submitted")
+    err.print(f"dry run: {spec.kind} of {len(trials)} trials validated, scheduler {spec.scheduler.kind}; "
+              "nothing submitted")
 
 
 def submit_and_follow(ctx: typer.Context, model, spec_data: dict, source: str | None, wait: bool,
-                      dry_run: bool = False) -> None:
+                      dry_run: bool = False, priority: int = 0) -> None:
     from jobs.submit import submit
 
     spec, trials = validate(ctx, model, spec_data, source)
@@ -211,7 +242,9 @@ def submit_and_follow(ctx: typer.Context, model, spec_data: dict, source: str | 
     endpoints = endpoints_of(ctx, start_if_missing=True)
     client = connect_redis(endpoints.redis_url)
     jobs = jobs_client(endpoints.dashboard_url)
-    record = submit(client, jobs, spec, trials, deployment_of(settings_of(ctx), endpoints), endpoints.dashboard_url)
+    settings = settings_of(ctx)
+    record = submit(client, jobs, spec, trials, deployment_of(settings, endpoints), endpoints.dashboard_url,
+                    priority=priority, max_running_jobs=settings.max_running_jobs)
     err.print(f"submitted {spec.kind} {record.id} ({len(trials)} trials); dashboard: {record.dashboard_url}")
     if wait:
         final = follow_with_progress(client, jobs, record)

@@ -9,6 +9,7 @@ import redis
 from cluster import local
 from jobs.exceptions import ClusterError
 from cluster.settings import Settings
+from workers.redis_client import open_redis, public_url
 
 
 @dataclass(frozen=True)
@@ -55,20 +56,35 @@ def find_dashboard_url(settings: Settings) -> str | None:
 
 
 def connect_redis(url: str) -> redis.Redis:
-    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+    """A checked client: one ping, so an unreachable Redis or a wrong password fails here, in one line."""
+    client = open_redis(url, retries=1, decode_responses=True)
     try:
         client.ping()
-    except redis.exceptions.RedisError as error:
-        raise ClusterError(f"cannot reach Redis at {redact(url)}: {error}") from None
+    except redis.exceptions.AuthenticationError:
+        raise ClusterError(f"Redis at {redact(url)} refused the password; fix the password in --redis-url / "
+                           "SEGQ_REDIS_URL (or its password_file)") from None
+    except redis.exceptions.ResponseError as error:
+        if "NOAUTH" not in str(error):
+            raise ClusterError(f"Redis at {redact(url)}: {one_line(error)}") from None
+        raise ClusterError(f"Redis at {redact(url)} requires a password; put it in --redis-url / SEGQ_REDIS_URL "
+                           "(redis://:PASSWORD@host:port/0)") from None
+    except TypeError as error:  # redis-py passes unknown URL query items on as arguments
+        raise ClusterError(f"Redis URL {redact(url)}: {one_line(error)}; remove that query item") from None
+    except (redis.exceptions.RedisError, OSError) as error:
+        raise ClusterError(f"cannot reach Redis at {redact(url)}: {one_line(error)}; check the address, or "
+                           "start it (`segq up` for the embedded default)") from None
     return client
 
 
 def redact(url: str) -> str:
     """A Redis URL without its password, for messages."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return public_url(url)
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message (Ray and redis-py add detail below it)."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
 
 
 def jobs_client(dashboard_url: str):
@@ -78,7 +94,8 @@ def jobs_client(dashboard_url: str):
     try:
         return JobSubmissionClient(dashboard_url)
     except Exception as error:  # Ray raises ConnectionError/RuntimeError/AuthenticationError here
-        raise ClusterError(f"cannot reach the Ray Jobs API at {dashboard_url}: {error}") from None
+        raise ClusterError(f"cannot reach the Ray Jobs API at {dashboard_url}: {one_line(error)}; check --address / "
+                           "SEGQ_RAY_ADDRESS and the Ray auth token") from None
 
 
 def try_jobs_client(dashboard_url: str | None):

@@ -16,7 +16,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
+from cluster import secrets
+from cluster import local_nodes
 from jobs.exceptions import ClusterError
 
 STATE_FILE = "cluster.json"
@@ -120,10 +123,12 @@ def start_redis(home: Path, taken: set[int]) -> dict:
     data_dir = home / "redis"
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port(PREFERRED_REDIS_PORT, taken)
+    password_file = secrets.redis_password_file(home)
     log = open(home / "logs" / "redis.log", "ab")
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-         "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
+        [binary, str(secrets.redis_secret_config(home, password_file)), "--port", str(port),
+         "--bind", "127.0.0.1", "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
+         "--save", "", "--protected-mode", "yes"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -131,7 +136,9 @@ def start_redis(home: Path, taken: set[int]) -> dict:
     except ClusterError:
         stop_session(process.pid, grace=5)
         raise ClusterError(f"redis-server did not start; see {home / 'logs' / 'redis.log'}") from None
-    return {"pid": process.pid, "port": port, "url": f"redis://127.0.0.1:{port}/0"}
+    # The URL names the password's file, not the password: it may travel and be printed.
+    url = f"redis://127.0.0.1:{port}/0?password_file={quote(str(password_file), safe='/')}"
+    return {"pid": process.pid, "port": port, "url": url}
 
 
 def ray_temp_dir(home: Path) -> Path:
@@ -141,7 +148,7 @@ def ray_temp_dir(home: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"segq-ray-{digest}"
 
 
-def start_ray(home: Path, taken: set[int], num_cpus: int | None) -> dict:
+def start_ray(home: Path, taken: set[int], num_cpus: int | None, resources: dict | None = None) -> dict:
     ensure_auth_token()
     ports = {
         "gcs": free_port(PREFERRED_GCS_PORT, taken),
@@ -167,6 +174,7 @@ def start_ray(home: Path, taken: set[int], num_cpus: int | None) -> dict:
         "--runtime-env-agent-port", str(ports["runtime_env_agent"]),
         "--temp-dir", str(temp_dir),
         "--num-cpus", str(num_cpus or os.cpu_count() or 1),
+        *(["--resources", json.dumps(resources)] if resources else []),
     ]
     log = open(home / "logs" / "ray.log", "ab")
     # One new session: every Ray process of this head shares the process group we record.
@@ -213,8 +221,9 @@ def running_state(home: Path) -> dict | None:
     return None
 
 
-def up(home: Path, num_cpus: int | None = None) -> tuple[dict, bool]:
-    """Start what is not running; return (state, started_anything)."""
+def up(home: Path, num_cpus: int | None = None, nodes: int | None = None) -> tuple[dict, bool]:
+    """Start what is not running; return (state, started_anything). `nodes` (default: as recorded,
+    else 1) is the head plus nodes-1 worker nodes on this machine, sharing `num_cpus` between them."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "logs").mkdir(exist_ok=True)
     state = read_state(home) or {}
@@ -225,12 +234,26 @@ def up(home: Path, num_cpus: int | None = None) -> tuple[dict, bool]:
         started = True
     else:
         taken.add(state["redis"]["port"])
+    nodes = nodes or state.get("node_count") or 1
+    cpus = local_nodes.split_cpus(num_cpus or state.get("num_cpus") or os.cpu_count() or 1, nodes)
     if not (state.get("ray") and pid_alive(state["ray"]["pid"])):
-        state["ray"] = start_ray(home, taken, num_cpus)
+        stop_worker_nodes(state)  # nodes of an earlier head cannot join this one
+        state["ray"] = start_ray(home, taken, cpus[0], {local_nodes.node_resource(0): 1})
         started = True
-    state["home"] = str(home)
+    state.update(home=str(home), node_count=nodes, num_cpus=sum(cpus))
+    started |= local_nodes.ensure_worker_nodes(home, state, cpus, ray_temp_dir(home), taken, ray_env())
     write_state(home, state)
+    if nodes > 1:
+        local_nodes.wait_for_nodes(state["ray"]["dashboard_url"], nodes)
     return state, started
+
+
+def stop_worker_nodes(state: dict) -> list[str]:
+    stopped = []
+    for node in state.pop("nodes", []):
+        stop_session(node["pid"], grace=8)
+        stopped.append(f"ray node {node['index']} (pid {node['pid']})")
+    return stopped
 
 
 def process_table() -> dict[int, tuple[int, int, str]]:
@@ -288,7 +311,7 @@ def down(home: Path) -> list[str]:
     state = read_state(home)
     if not state:
         return []
-    stopped = []
+    stopped = stop_worker_nodes(state)
     if state.get("ray"):
         # Ray state is rebuilt at the next `up`; Redis holds what must survive, so it gets time to sync.
         stop_session(state["ray"]["pid"], grace=8)

@@ -6,6 +6,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.storage import absolute
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEGQ_", extra="ignore")
@@ -19,6 +21,8 @@ class Settings(BaseSettings):
     cluster_redis_url: str | None = Field(
         None, description="Redis URL as the cluster's nodes reach it, when it differs (docker compose)"
     )
+    max_running_jobs: int = Field(1, ge=1, description="jobs of the queue that run at once; a job submitted "
+                                                       "with this setting waits while that many run")
 
     def embedded(self) -> bool:
         """No Ray address given: the jobs run on the embedded default (running, or started by `submit`)."""
@@ -29,5 +33,5 @@ class Settings(BaseSettings):
 
     def resolved_storage(self) -> str:
         if self.storage:
-            return self.storage if "://" in self.storage else str(Path(self.storage).expanduser().resolve())
+            return absolute(self.storage)
         return str(self.resolved_home() / "storage")

@@ -23,7 +23,7 @@ import threading
 import redis
 
 from jobs import keys
-from workers.events import BestEvent, Event, MetricsEvent, TrialEvent, decode_event
+from workers.events import BestEvent, Event, MetricsEvent, PerturbationEvent, TrialEvent, decode_event
 from workers.target import Target
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ DEFAULT_MIN_IDLE_MS = 30_000
 # Field of the trial hash: fact name -> stream id of the event that set it (keeps facts from
 # going back in time when entries are applied out of order).
 FACT_IDS = "fact_ids"
+# Field of the trial hash: stream id of the event that started an attempt -> its start and ranks.
+ATTEMPTS = "attempts"
 
 
 class Aggregator:
@@ -120,7 +122,11 @@ class Aggregator:
         set_by = json.loads(pipe.hget(trial_key, FACT_IDS) or "{}")
         facts = {name: value for name, value in event.facts().items()
                  if stream_order(entry_id) >= stream_order(set_by.get(name, "0-0"))}
+        attempts = merged_attempts(pipe.hget(trial_key, ATTEMPTS), entry_id, event)
+        facts.pop("attempt_started", None)
         pipe.multi()
+        if attempts is not None:
+            pipe.hset(trial_key, ATTEMPTS, attempts)
         pipe.sadd(keys.trials(self.job_id), event.trial)
         if facts:
             set_by.update({name: entry_id for name in facts})
@@ -143,6 +149,16 @@ class Aggregator:
         self.drain()
 
 
+def merged_attempts(stored: str | None, entry_id: str, event: TrialEvent) -> str | None:
+    """The trial's attempts (one per worker group start) with this event's, keyed by its stream id
+    so that a replay counts nothing twice; None when the event starts no attempt."""
+    if event.attempt_started is None:
+        return None
+    attempts = json.loads(stored or "{}")
+    attempts[entry_id] = {"started": event.attempt_started, "ranks": event.ranks or []}
+    return json.dumps(dict(sorted(attempts.items(), key=lambda item: stream_order(item[0]))))
+
+
 def parse_event(fields: dict | None) -> Event | None:
     """The event of a stream entry, or None if it is gone or breaks the contract."""
     return decode_event((fields or {}).get("data"))
@@ -154,7 +170,10 @@ def measurement_field(event: Event) -> tuple[str, dict]:
         return keys.metrics_field(event.iteration, event.epoch, event.split), event.metrics.model_dump(mode="json")
     if isinstance(event, BestEvent):
         return (keys.metrics_field(event.iteration, event.epoch, keys.BEST_SPLIT),
-                event.model_dump(mode="json", include={"best_epoch", "value", "metric", "mode"}))
+                event.model_dump(mode="json", include={"best_epoch", "value", "metric", "mode", "ts"}))
+    if isinstance(event, PerturbationEvent):
+        return (keys.metrics_field(event.iteration, event.epoch, keys.PERTURBATION_SPLIT),
+                event.model_dump(mode="json", include={"donor", "train", "ts"}))
     return (keys.metrics_field(event.iteration, 0, keys.SALIENCY_SPLIT),
             event.model_dump(mode="json", include={"kept_fraction", "next_kept_fraction", "checkpoint", "samples"}))
 

@@ -9,15 +9,21 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from jobs.exceptions import ClusterError
+from workers.redis_client import url_password
+from workers.storage import absolute as storage_location
 
 REDIS_URL = "SEGQ_REDIS_URL"
 STORAGE = "SEGQ_STORAGE"
 EMBEDDED = "SEGQ_EMBEDDED"
 # Every Ray client the driver starts authenticates with the cluster token; logs are not held back.
-DRIVER_ENV = {"RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1"}
+# Ray Train's controller polls a trial's workers (their reports, their end) every 0.5 s, not 2 s, and
+# gives a worker group 5 minutes to start (not 1: on a busy node, starting processes queue up).
+DRIVER_ENV = {"RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+              "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300"}
+# On the embedded default no node is preempted: no preemption watcher actor per trial.
+EMBEDDED_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 @dataclass(frozen=True)
@@ -25,12 +31,21 @@ class Deployment:
     redis_url: str  # Redis as the cluster's nodes reach it
     storage: str | None  # checkpoint and Tune storage; None: the cluster's own SEGQ_STORAGE
     embedded: bool  # the embedded default: the head runs on this machine, with this interpreter
+    # The head's GCS address, for Ray's own clients in the job's processes (Ray Train's placement
+    # group cleaner looks the cluster up, and finds several where several run on one machine).
+    ray_address: str | None = None
 
     def to_env(self) -> dict[str, str]:
         """The Ray job's env_vars; without a storage the nodes' own SEGQ_STORAGE stays in force."""
-        env = {REDIS_URL: self.redis_url, EMBEDDED: "1" if self.embedded else "0", **DRIVER_ENV}
+        env = {EMBEDDED: "1" if self.embedded else "0", **DRIVER_ENV, **(EMBEDDED_ENV if self.embedded else {})}
+        # The dashboard shows the job's environment: a URL holding a password never goes there,
+        # and the nodes' own SEGQ_REDIS_URL applies (a `password_file=` URL names only a path).
+        if not url_password(self.redis_url):
+            env[REDIS_URL] = self.redis_url
         if self.storage:
             env[STORAGE] = self.storage
+        if self.ray_address:
+            env["RAY_ADDRESS"] = self.ray_address
         return env
 
     @classmethod
@@ -44,5 +59,5 @@ class Deployment:
 
 
 def absolute(storage: str) -> str:
-    """A local storage path made absolute (the trials run in other working directories)."""
-    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+    """A URI as it is, a local path made absolute (the trials run in other working directories)."""
+    return storage_location(storage)

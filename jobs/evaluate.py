@@ -52,7 +52,7 @@ class Evaluation:
         return asdict(self)
 
 
-def evaluate_checkpoint(checkpoint: Path, data: Path, split: str = "val", official: bool = False,
+def evaluate_checkpoint(checkpoint: str | Path, data: Path, split: str = "val", official: bool = False,
                         out: Path | None = None, batch_size: int | None = None, device: str = "cpu") -> Evaluation:
     """`batch_size` None replays the trial's scoring (see the module's docstring)."""
     if split not in EVAL_SPLITS:

@@ -10,3 +10,7 @@ class NoSuchJob(SegqError):
     def __init__(self, job_id: str):
         super().__init__(f"no such job: {job_id}")
         self.job_id = job_id
+
+
+class JobNotResumable(SegqError):
+    """`segq jobs resume` on a job that finished, was cancelled or still runs."""

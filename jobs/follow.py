@@ -127,6 +127,12 @@ def finished_trials(rows: list[dict]) -> int:
 
 
 def planned_work(record: JobRecord) -> tuple[int, int]:
-    """(trials, epochs a trial trains in all) of the record's resolved trials."""
+    """(trials, epochs a trial trains in all) of the record's resolved trials, or of the `samples`
+    trials Optuna will suggest (their epochs: the spec's most)."""
     trials = [TrialSpec.model_validate(trial) for trial in record.trials]
+    if not trials and record.spec.get("search") == "optuna":
+        from jobs.spec import SPEC_KINDS
+
+        spec = SPEC_KINDS[record.kind].model_validate(record.spec)
+        return spec.samples, spec.max_epochs(spec.sections()[1])
     return len(trials), max((trial.train.epochs * trial.iterations for trial in trials), default=1)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from workers.exceptions import DataError
+from workers.exceptions import CheckpointError, DataError
 from seg_models.registry import build_model
 from workers.augment import Normalize
 from workers.checkpointing import load_checkpoint
@@ -39,7 +39,12 @@ def load_trained_model(checkpoint: str | Path, device: str = "cpu") -> TrainedMo
     state = load_checkpoint(checkpoint, map_location=device)
     trial, facts = state["trial"], state["dataset"]
     model = build_model(trial["arch"], state["num_classes"], trial["model"])
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:  # torch lists every mismatched key on many lines
+        raise CheckpointError(f"{checkpoint}: its weights do not fit its {trial['arch']} model "
+                              f"({str(error).splitlines()[0].rstrip(':. ')}); use a checkpoint.pt as a trial "
+                              "wrote it") from None
     model.eval().to(device)
     height, width = facts["image_size"]
     return TrainedModel(model=model, height=height, width=width, normalize=Normalize(facts["mean"], facts["std"]),

@@ -7,12 +7,18 @@ segq:job:{job}                             hash   the job record (jobs.records.J
 segq:job:{job}:events                      stream metric and trial events (JSON in field `data`)
 segq:job:{job}:trials                      set    trial names seen in the events
 segq:job:{job}:trial:{trial}               hash   trial facts: status, arch, params, num_params, ...;
-                                                  fact_ids: fact -> stream id that set it
+                                                  fact_ids: fact -> stream id that set it; ranks: each
+                                                  rank's node and pid; attempts: stream id -> start, ranks
 segq:job:{job}:trial:{trial}:metrics       hash   "{iteration}:{epoch}:{split}" -> JSON scores (split train,
                                                   val, test); "{iteration}:{epoch}:best" -> rank 0's best
                                                   decision after that epoch; "{iteration}:0:saliency" ->
-                                                  the saliency iteration's kept fraction and checkpoint
+                                                  the saliency iteration's kept fraction and checkpoint;
+                                                  "{iteration}:{epoch}:perturbation" -> PBT's exploit: the
+                                                  donor trial whose checkpoint of that epoch it took over
 segq:job:{job}:leaderboard                 zset   trial -> best value of the job's target metric
+segq:queue:waiting                         zset   job id -> priority and submission order (jobs.queue)
+segq:queue:running                         zset   job id -> when it took a slot
+segq:queue:alive                           zset   job id -> its driver's heartbeat deadline
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ PREFIX = "segq"
 AGGREGATOR_GROUP = "aggregator"
 BEST_SPLIT = "best"
 SALIENCY_SPLIT = "saliency"
+PERTURBATION_SPLIT = "perturbation"
 
 
 def jobs_index() -> str:
@@ -57,3 +64,18 @@ def metrics_field(iteration: int, epoch: int, split: str) -> str:
 def parse_metrics_field(field: str) -> tuple[int, int, str]:
     iteration, epoch, split = field.split(":", 2)
     return int(iteration), int(epoch), split
+
+
+def queue_waiting() -> str:
+    """zset: job id -> queue_score(priority, submitted); the jobs waiting for a slot, next first."""
+    return f"{PREFIX}:queue:waiting"
+
+
+def queue_running() -> str:
+    """zset: job id -> when it took its slot; the jobs that hold a slot."""
+    return f"{PREFIX}:queue:running"
+
+
+def queue_alive() -> str:
+    """zset: job id -> deadline of its driver's heartbeat; a job past it holds no place and no slot."""
+    return f"{PREFIX}:queue:alive"

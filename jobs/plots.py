@@ -57,6 +57,37 @@ def plot_miou_vs_time(rows: list[dict], path: Path) -> Path:
     return save(figure, path)
 
 
+def plot_tuning(rows: list[dict], path: Path) -> Path:
+    """Left: each trial's target metric against its epochs, x where a scheduler stopped it and ^
+    where PBT made it take over another trial's checkpoint. Right: each job's best so far against
+    the trial-epochs it had spent."""
+    from jobs.summary import job_budget
+
+    metric = next((row["target"]["metric"] for row in rows if row.get("target")), "val_miou")
+    figure, (trials_axis, budget_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for row in rows:
+        curve = [(point["epoch"], nan_if_none(point["value"])) for point in row.get("target_curve") or []]
+        if not curve:
+            continue
+        epochs, values = zip(*curve)
+        (line,) = trials_axis.plot(epochs, values, marker=".", label=row_label(row))
+        if row["status"] == "stopped":
+            trials_axis.scatter(epochs[-1], values[-1], marker="x", s=70, color=line.get_color(), zorder=3)
+        for perturbation in row.get("perturbations") or []:
+            at = dict(curve).get(perturbation["epoch"], np.nan)
+            trials_axis.scatter(perturbation["epoch"], at, marker="^", s=50, color=line.get_color(), zorder=3)
+    for job in dict.fromkeys(row["job"] for row in rows):
+        spent = job_budget([row for row in rows if row["job"] == job])["best_vs_trial_epochs"]
+        if spent:
+            budget_axis.step(*zip(*[(x, nan_if_none(y)) for x, y in spent]), where="post", label=job)
+    trials_axis.set(title=f"{metric} per trial (x: stopped, ^: pbt exploit)", xlabel="epoch of the trial",
+                    ylabel=metric)
+    budget_axis.set(title=f"best {metric} against the budget", xlabel="trial-epochs spent", ylabel=metric)
+    trials_axis.legend(fontsize=6, loc="best")
+    budget_axis.legend(fontsize=6, loc="best")
+    return save(figure, path)
+
+
 def plot_saliency_curve(rows: list[dict], path: Path) -> Path:
     """val and test mIoU per iteration, one line per trial; random-relevance controls dashed."""
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)

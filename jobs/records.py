@@ -44,6 +44,9 @@ class JobRecord:
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     ended_at: float | None = None
+    priority: int = 0  # higher runs first (jobs.queue)
+    max_running_jobs: int = 1  # the job waits while this many jobs run on the cluster
+    attempts: list[dict] = field(default_factory=list)  # each run of the driver: start, end, kind, reason
 
     @property
     def target(self) -> Target:
@@ -64,6 +67,9 @@ class JobRecord:
             "created_at": repr(self.created_at),
             "started_at": "" if self.started_at is None else repr(self.started_at),
             "ended_at": "" if self.ended_at is None else repr(self.ended_at),
+            "priority": str(self.priority),
+            "max_running_jobs": str(self.max_running_jobs),
+            "attempts": json.dumps(self.attempts),
         }
 
     @classmethod
@@ -81,6 +87,9 @@ class JobRecord:
             created_at=float(data["created_at"]),
             started_at=float(data["started_at"]) if data.get("started_at") else None,
             ended_at=float(data["ended_at"]) if data.get("ended_at") else None,
+            priority=int(data.get("priority") or 0),
+            max_running_jobs=int(data.get("max_running_jobs") or 1),
+            attempts=json.loads(data.get("attempts") or "[]"),
         )
 
     def save(self, client: redis.Redis, pipeline=None) -> None:
@@ -107,6 +116,34 @@ def set_status(client: redis.Redis, job_id: str, status: JobStatus, error: str =
     if error:
         fields["error"] = error[-2000:]
     client.hset(keys.job(job_id), mapping=fields)
+    if status.is_final:
+        close_attempt(client, job_id, error.strip().splitlines()[-1] if error.strip() else status.value)
+
+
+def update_attempts(client: redis.Redis, job_id: str, change) -> None:
+    """Apply `change` to the record's attempts list atomically (WATCH, like every read-then-write)."""
+    def apply(pipe: redis.client.Pipeline) -> None:
+        attempts = json.loads(pipe.hget(keys.job(job_id), "attempts") or "[]")
+        change(attempts)
+        pipe.multi()
+        pipe.hset(keys.job(job_id), "attempts", json.dumps(attempts))
+
+    client.transaction(apply, keys.job(job_id))
+
+
+def open_attempt(client: redis.Redis, job_id: str, kind: str, submission_id: str) -> None:
+    """A run of the job's driver begins (`kind`: submitted or resumed)."""
+    update_attempts(client, job_id, lambda attempts: attempts.append(
+        {"start": time.time(), "end": None, "kind": kind, "ray_submission_id": submission_id, "reason": ""}))
+
+
+def close_attempt(client: redis.Redis, job_id: str, reason: str) -> None:
+    """The open attempt, if any, ends now for `reason` (finished, the error, why the driver ended)."""
+    def close(attempts: list[dict]) -> None:
+        if attempts and attempts[-1]["end"] is None:
+            attempts[-1].update(end=time.time(), reason=reason[-500:])
+
+    update_attempts(client, job_id, close)
 
 
 def list_jobs(client: redis.Redis, limit: int = 50) -> list[JobRecord]:

@@ -14,12 +14,14 @@ from pathlib import Path
 import jinja2
 
 from jobs.plots import plot_class_heatmap, plot_learning_curves, plot_miou_vs_time, plot_predictions
-from jobs.plots import plot_saliency_curve
+from jobs.plots import plot_saliency_curve, plot_tuning
 from jobs.tables import Ranking, Table, comparison_rows, control_rows, is_saliency, markdown_table, per_class_rows
-from jobs.tables import write_csv
+from jobs.tables import tuning_lines, write_csv
+from workers import storage
 
 FIGURES = (("learning_curves", "Learning curves"), ("per_class_iou", "Per-class IoU"),
-           ("miou_vs_time", "mIoU vs training time"), ("saliency_curve", "Saliency curve"),
+           ("miou_vs_time", "mIoU vs training time"), ("tuning", "Tuning: the target per trial and against the budget"),
+           ("saliency_curve", "Saliency curve"),
            ("predictions", "Predictions of the best trial (validation)"))
 
 
@@ -37,6 +39,7 @@ class Report:
     protocols: list[str]
     comparison: Table
     saliency: bool
+    tuning: list[str]  # budget, stopped trials, exploits (jobs.tables.tuning_lines)
     controls: Table
     per_class: Table
     figures: list[Figure]
@@ -69,6 +72,8 @@ def draw_plots(rows: list[dict], out: Path) -> dict[str, Path]:
         files["learning_curves"] = plot_learning_curves(scored, out / "learning_curves.png")
         files["per_class_iou"] = plot_class_heatmap(scored, out / "per_class_iou.png")
         files["miou_vs_time"] = plot_miou_vs_time(scored, out / "miou_vs_time.png")
+    if any(row.get("target_curve") and "iteration" not in row for row in rows):  # sweeps: what tuning spent
+        files["tuning"] = plot_tuning([row for row in rows if "iteration" not in row], out / "tuning.png")
     saliency_rows = [row for row in rows if "iteration" in row]
     if saliency_rows:
         files["saliency_curve"] = plot_saliency_curve(saliency_rows, out / "saliency_curve.png")
@@ -88,7 +93,7 @@ def copy_samples(saliency_rows: list[dict], out: Path) -> dict[str, Path]:
 
 def draw_best_predictions(rows: list[dict], records: list, ranking: Ranking, path: Path) -> Path | None:
     best = ranking.best([row for row in rows if row.get("val")])
-    if best is None or not best.get("best_checkpoint") or not Path(best["best_checkpoint"]).exists():
+    if best is None or not best.get("best_checkpoint") or not storage.exists(best["best_checkpoint"]):
         return None
     data_root = next((record.spec.get("data") for record in records if record.id == best["job"]), None)
     return plot_predictions(best["best_checkpoint"], data_root, path) if data_root else None
@@ -111,6 +116,7 @@ def build_report(rows: list[dict], records: list, files: dict[str, Path], rankin
         protocols=protocols(rows),
         comparison=comparison_rows(rows, ranking),
         saliency=is_saliency(rows),
+        tuning=tuning_lines(rows),
         controls=control_rows([row for row in rows if "iteration" in row]),
         per_class=per_class_rows(rows),
         figures=figures,

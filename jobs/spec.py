@@ -35,9 +35,66 @@ class Resources(Strict):
     gpus_per_worker: float = Field(0.0, ge=0)
     max_concurrent_trials: int | None = Field(None, ge=1)
     max_failures: int = Field(2, ge=0, description="worker failures a trial survives (resumes from checkpoint)")
+    placement: Literal["pack", "spread"] = Field("pack", description="pack: the trial's workers on as few nodes as "
+                                                 "fit; spread: on as many different nodes as there are")
+    collective_timeout_s: int = Field(60, ge=5, le=3600, description="seconds a DDP collective waits for a rank "
+                                      "before it fails (Ray's TorchConfig.timeout_s, 1800 by default there)")
 
 
 SPACES = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
+
+
+class SchedulerSpec(Strict):
+    """A Tune trial scheduler on the job's target, deciding on epochs; `scheduler: asha` is
+    `{kind: asha}`. Unset values scale with the trials' epochs E (the most any trial runs)."""
+
+    kind: Literal["fifo", "asha", "hyperband", "pbt"] = "fifo"
+    max_epochs: int | None = Field(None, ge=1, description="asha/hyperband max_t (default: E)")
+    grace_period: int | None = Field(None, ge=1, description="asha: epochs before a first stop (default: max(1, E // 8))")
+    reduction_factor: float = Field(3.0, gt=1, description="asha/hyperband: 1/reduction_factor go on at each rung")
+    perturbation_interval: int | None = Field(None, ge=1, description="pbt: epochs between perturbations "
+                                                                      "(default: max(1, E // 3))")
+    mutations: dict[str, Any] | None = Field(None, description="pbt: train field -> list or search space "
+                                                               "(default: lr, over its searched range x/10..x10)")
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5, description="pbt: the bottom fraction exploits the top")
+    resample_probability: float = Field(0.25, ge=0, le=1, description="pbt: resample instead of perturbing")
+    synch: bool = Field(True, description="pbt: perturb when every trial reached the interval (whatever the "
+                                          "timing, so every interval perturbs); false: each trial on arrival")
+
+    def resolved_grace_period(self, epochs: int) -> int:
+        return self.grace_period or max(1, epochs // 8)
+
+    def resolved_perturbation_interval(self, epochs: int) -> int:
+        return self.perturbation_interval or max(1, epochs // 3)
+
+    def resolved_mutations(self, train: dict[str, Any]) -> dict[str, Any]:
+        """What PBT mutates: the given mutations, or lr over a decade each side of its values."""
+        if self.mutations:
+            return self.mutations
+        lrs = lr_values(train.get("lr", TrainParams().lr))
+        return {"lr": {"loguniform": [min(lrs) / 10, max(lrs) * 10]}}
+
+    def check(self, train: dict[str, Any], epochs: int) -> None:
+        if self.grace_period and self.grace_period > (self.max_epochs or epochs):
+            raise SpecError(f"scheduler.grace_period: {self.grace_period} is beyond the trials' "
+                            f"{self.max_epochs or epochs} epochs; lower it")
+        for field, space in (self.mutations or {}).items():
+            if field not in TrainParams.model_fields:
+                raise SpecError(f"scheduler.mutations.{field}: not a train field; valid: "
+                                f"{', '.join(TrainParams.model_fields)}")
+            kind = search_kind(f"scheduler.mutations.{field}", space)
+            if kind is None and not (isinstance(space, list) and space):
+                raise SpecError(f"scheduler.mutations.{field}: give a non-empty list or a search space")
+            if kind is not None:
+                check_space(f"scheduler.mutations.{field}", kind, space[kind])
+
+
+def lr_values(value: Any) -> list[float]:
+    """Every lr a spec's `train.lr` may take: its value, its list, or its space's bounds."""
+    if isinstance(value, dict) and len(value) == 1:
+        args = next(iter(value.values()))
+        return [a for a in args[:2] if is_number(a, False)] if isinstance(args, list) else [TrainParams().lr]
+    return [value] if is_number(value, False) else [TrainParams().lr]
 
 
 def is_multiple(value: float, q: float) -> bool:
@@ -173,8 +230,10 @@ class JobSpec(Strict):
     models: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-architecture options")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainParams; values may be search spaces")
     resources: Resources = Field(default_factory=Resources)
-    search: Literal["grid", "random"] = Field("grid", description="grid: the full grid, `samples` times; "
-                                              "random: `samples` independent draws of every field")
+    search: Literal["grid", "random", "optuna"] = Field(
+        "grid", description="grid: the full grid, `samples` times; random: `samples` independent draws of "
+                            "every field; optuna: `samples` trials suggested by Optuna's TPE as results come in")
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     samples: int = Field(1, ge=1, le=1000, description="grid: repeats of the grid, each drawing the sampled "
                                                        "spaces afresh; random: trials in all")
     search_seed: int = Field(0, description="seed of every draw: the same spec gives the same trials")
@@ -184,6 +243,11 @@ class JobSpec(Strict):
     @property
     def target(self) -> Target:
         return Target(metric=self.metric, mode=self.mode)
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def scheduler_by_name(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
 
     @field_validator("metric")
     @classmethod
@@ -227,21 +291,53 @@ class JobSpec(Strict):
         return set(train.spaces).union(*(section.spaces for section in models.values()))
 
     def trials(self) -> list[TrialSpec]:
-        """The trials of `search` (see grid_configs, random_configs), each under every extra axis."""
+        """The trials of `search` (see grid_configs, random_configs), each under every extra axis;
+        none for `search: optuna`, whose trials are suggested as the job runs (suggested_trial)."""
         models, train = self.sections()
-        extra_axes = self.extra_axes()
+        self.check_tuning(train)
+        if self.search == "optuna":
+            return []
         configs = SEARCHES[self.search](self.archs, models, train, self.samples, random.Random(self.search_seed))
         trials = []
         for arch, model_values, train_values in configs:
-            model = {**models[arch].fixed, **model_values}
-            validate_options(arch, model)
-            params = build_train_params({**train.fixed, **train_values})
-            for extra_combo in product(extra_axes):
-                varying = {**model_values, **train_values,
-                           **{k: v for k, v in extra_combo.items() if len(extra_axes[k]) > 1}}
-                trials.append(TrialSpec(name=trial_name(len(trials), arch, varying), arch=arch, model=model,
-                                        train=params, **self.resolve_extra(extra_combo)))
+            trials += self.trials_of(len(trials), arch, model_values, train_values, models, train)
         return trials
+
+    def trials_of(self, index: int, arch: str, model_values: dict, train_values: dict,
+                  models: dict[str, Section], train: Section, name: str | None = None) -> list[TrialSpec]:
+        """One drawn configuration as trials, one per combination of the extra axes."""
+        model = {**models[arch].fixed, **model_values}
+        validate_options(arch, model)
+        params = build_train_params({**train.fixed, **train_values})
+        extra_axes = self.extra_axes()
+        trials = []
+        for extra_combo in product(extra_axes):
+            varying = {**model_values, **train_values,
+                       **{k: v for k, v in extra_combo.items() if len(extra_axes[k]) > 1}}
+            trials.append(TrialSpec(name=name or trial_name(index + len(trials), arch, varying), arch=arch,
+                                    model=model, train=params, **self.resolve_extra(extra_combo)))
+        return trials
+
+    def suggested_trial(self, name: str, arch: str, model_values: dict, train_values: dict) -> TrialSpec:
+        """The trial of one configuration Optuna suggested, named by the driver."""
+        models, train = self.sections()
+        return self.trials_of(0, arch, model_values, train_values, models, train, name=name)[0]
+
+    def max_epochs(self, train: Section) -> int:
+        """The most epochs any trial of the spec may run (schedulers scale their defaults with it)."""
+        if "epochs" in train.spaces:
+            kind, args = train.spaces["epochs"]
+            return int(max(args)) if kind in ("grid", "choice") else int(args[1])
+        epochs = train.fixed.get("epochs", TrainParams().epochs)
+        # A wrong type is left to the trials' validation, which names the field.
+        return epochs if isinstance(epochs, int) else TrainParams().epochs
+
+    def check_tuning(self, train: Section) -> None:
+        """Schedulers and Optuna tune sweeps, and PBT takes no search algorithm (Ray Tune's rule)."""
+        if self.search == "optuna" and self.scheduler.kind == "pbt":
+            raise SpecError("search: optuna cannot drive a pbt scheduler (PBT mutates its own population); "
+                            "use search: grid or random with pbt")
+        self.scheduler.check(self.train, self.max_epochs(train))
 
 
 class SweepSpec(JobSpec):
@@ -281,6 +377,13 @@ class SaliencySpec(JobSpec):
             raise SpecError(f"background_classes: class {outside[0]} is not one of the dataset's "
                             f"{manifest['num_classes']} classes (0..{manifest['num_classes'] - 1})")
         return classes
+
+    def check_tuning(self, train: Section) -> None:
+        if self.scheduler.kind != "fifo":
+            raise SpecError(f"scheduler: {self.scheduler.kind} tunes sweeps; a saliency job runs every iteration "
+                            "to its end (use scheduler: fifo)")
+        if self.search == "optuna":
+            raise SpecError("search: optuna tunes sweeps; a saliency job takes search: grid or random")
 
     def extra_axes(self) -> dict[str, list]:
         relevance = axis_values("relevance", self.relevance)

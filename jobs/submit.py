@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from jobs import queue
 from jobs.deployment import Deployment
 from jobs.exceptions import ClusterError
 from jobs.records import JobRecord, JobStatus, new_job_id, set_status
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
 RAY_FINAL_FAILURES = ("FAILED", "STOPPED")
+CANCEL_DEADLINE_S = 15.0  # a cancelled job's driver and trial workers are gone within this
 
 
 def spec_hash(spec: dict) -> str:
@@ -37,25 +39,38 @@ def new_record(spec: JobSpec, trials: list[TrialSpec], dashboard_url: str) -> Jo
 
 
 def submit(client: redis.Redis, jobs: "JobSubmissionClient", spec: JobSpec, trials: list[TrialSpec],
-           deployment: Deployment, dashboard_url: str) -> JobRecord:
-    """Record the job with its resolved trials, then hand its driver to Ray."""
+           deployment: Deployment, dashboard_url: str, priority: int = 0, max_running_jobs: int = 1) -> JobRecord:
+    """Record the job with its resolved trials and put it in the queue (one atomic batch), then
+    hand its driver to Ray: the driver waits there for the job's turn (jobs.queue)."""
     record = new_record(spec, trials, dashboard_url)
-    record.save(client)
+    record.priority, record.max_running_jobs = priority, max_running_jobs
+    pipe = client.pipeline()
+    record.save(client, pipeline=pipe)
+    queue.enqueue(pipe, record.id, priority, record.created_at)
+    pipe.execute()
+    submit_driver(client, jobs, record, deployment, dashboard_url)
+    return record
+
+
+def submit_driver(client: redis.Redis, jobs: "JobSubmissionClient", record: JobRecord, deployment: Deployment,
+                  dashboard_url: str, resume: bool = False) -> None:
+    """Hand `python -m jobs.driver JOB` (with --resume: restore the job's Tune run) to the Ray Jobs
+    API under the record's current submission id."""
     # The embedded head runs on this machine with this interpreter; a real cluster has segq
     # installed in its image, on PATH as `python`.
     python = sys.executable if deployment.embedded else "python"
     try:
         jobs.submit_job(
-            entrypoint=f"{python} -m jobs.driver {record.id}",
-            submission_id=record.id,
+            entrypoint=f"{python} -m jobs.driver {record.id}" + (" --resume" if resume else ""),
+            submission_id=record.ray_submission_id,
             metadata={"segq_id": record.id, "kind": record.kind, "spec_hash": spec_hash(record.spec),
                       "name": record.name},
             runtime_env={"env_vars": deployment.to_env()},
         )
     except Exception as error:  # the Jobs client raises RuntimeError/ConnectionError
+        queue.release(client, record.id)
         set_status(client, record.id, JobStatus.FAILED, error=f"submission failed: {error}")
         raise ClusterError(f"submitting {record.id} to {dashboard_url} failed: {error}") from None
-    return record
 
 
 def ray_job_status(jobs: "JobSubmissionClient", submission_id: str) -> str | None:
@@ -81,6 +96,7 @@ def reconcile_status(client: redis.Redis, record: JobRecord, status: str | None)
         current = JobRecord.load(client, record.id)
         if current.status.is_final:  # the driver recorded its own, better reason before it exited
             return current
+        queue.release(client, record.id)
         set_status(client, record.id, JobStatus.FAILED if status == "FAILED" else JobStatus.CANCELLED,
                    error=f"the job's driver ended (Ray status {status}); see `segq jobs logs {record.id}`")
         return JobRecord.load(client, record.id)
@@ -90,11 +106,25 @@ def reconcile_status(client: redis.Redis, record: JobRecord, status: str | None)
     return record
 
 
-def cancel(client: redis.Redis, record: JobRecord, jobs: "JobSubmissionClient") -> None:
+def cancel(client: redis.Redis, record: JobRecord, jobs: "JobSubmissionClient",
+           deadline_s: float = CANCEL_DEADLINE_S) -> str | None:
+    """Cancel a queued or running job: the record says cancelled first (a driver never overwrites
+    that), the job leaves the queue, and Ray stops its driver, which takes the job's trial workers
+    with it. Waits up to `deadline_s` for Ray to say the driver ended; returns Ray's final status,
+    or None if it had not ended by then."""
     if record.status.is_final:
-        return
+        return None
+    set_status(client, record.id, JobStatus.CANCELLED, error=f"cancelled with `segq jobs cancel {record.id}`")
+    queue.release(client, record.id)
     try:
         jobs.stop_job(record.ray_submission_id)
     except Exception as error:
-        raise ClusterError(f"could not stop {record.id} on Ray: {error}") from None
-    set_status(client, record.id, JobStatus.CANCELLED)
+        raise ClusterError(f"could not stop {record.id} on Ray: {error}; the record says cancelled, stop its "
+                           f"driver with `ray job stop {record.ray_submission_id}` once Ray answers") from None
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        status = ray_job_status(jobs, record.ray_submission_id)
+        if status in (*RAY_FINAL_FAILURES, "SUCCEEDED"):
+            return status
+        time.sleep(0.5)
+    return None

@@ -13,6 +13,7 @@ from jobs import keys
 from jobs.aggregator import latest_decisions, parse_measurements
 from jobs.records import JobRecord
 from seg_models.metrics import SCORE_NAMES
+from workers.target import Target
 
 ROW_SCORES = (*SCORE_NAMES, "per_class_iou")
 
@@ -69,10 +70,14 @@ def build_row(record: JobRecord, trial: str, facts: dict, measurements: dict, de
         "num_params": facts.get("num_params"),
         "best_checkpoint": facts.get("best_checkpoint"),
         "protocol": facts.get("protocol"),
+        "attempts": len(facts.get("attempts") or {}),  # worker group starts: 1 + restarts after failures
+        "nodes": [rank.get("node") for rank in facts.get("ranks") or []],  # the node of each rank, latest attempt
+        "dropped_events": facts.get("dropped_events", 0),
     }
     row |= cost_fields(facts, train_events)
     if record.kind == "saliency":
         row |= saliency_fields(measurements.get((iteration, 0, keys.SALIENCY_SPLIT)) or {}, iteration)
+    row |= tuning_fields(facts, measurements, iteration, decision)
     planned = ((facts.get("params") or {}).get("train") or {}).get("epochs")
     row["stopped_early"] = bool(planned and row["status"] == "finished" and len(train_epochs) < planned)
     if facts.get("error"):
@@ -89,6 +94,7 @@ def cost_fields(facts: dict, train_events: list[dict]) -> dict:
     images_per_s = round(images / train_time, 3) if train_time else None
     return {
         "train_time_s": round(train_time, 3),
+        "eval_time_s": round(sum(event.get("eval_time_s") or 0 for event in train_events), 3),
         "images_per_s": images_per_s,
         "cost": {
             "device": "gpu" if gpus else "cpu",
@@ -106,3 +112,45 @@ def saliency_fields(step: dict, iteration: int) -> dict:
         "best_checkpoint": step.get("checkpoint"),  # the model of this iteration's best epoch
         "samples": step.get("samples"),
     }
+
+
+def tuning_fields(facts: dict, measurements: dict, iteration: int, decision: dict | None) -> dict:
+    """What a scheduler did to the trial: why and where it stopped it, PBT's exploits, and the
+    target's value after each epoch with the time it was decided (for budget curves)."""
+    fields = {"target_curve": target_curve(measurements, iteration, decision),
+              "perturbations": [{"epoch": epoch, "donor": value["donor"], "lr": value["train"].get("lr")}
+                                for (it, epoch, split), value in sorted(measurements.items(), key=lambda kv: kv[0][:2])
+                                if it == iteration and split == keys.PERTURBATION_SPLIT]}
+    if facts.get("reason"):
+        fields["stop"] = {"reason": facts["reason"], "rung": facts.get("rung"), "epoch": facts.get("stopped_at_epoch")}
+    return fields
+
+
+def target_curve(measurements: dict, iteration: int, decision: dict | None) -> list[dict]:
+    """[{epoch, value, ts}]: the target metric's value at each scored epoch of the iteration."""
+    if decision is None:
+        return []
+    target = Target(metric=decision["metric"], mode=decision["mode"])
+    curve = []
+    for (it, epoch, split), value in sorted(measurements.items(), key=lambda kv: kv[0][:2]):
+        if it == iteration and split == keys.BEST_SPLIT:
+            scores = {name: measurements.get((it, epoch, name)) for name in ("train", "val", "test")}
+            curve.append({"epoch": epoch, "value": target.value_of(scores), "ts": value.get("ts")})
+    return curve
+
+
+def job_budget(rows: list[dict]) -> dict:
+    """One job's spend: trial-epochs and device-hours run, the trial-epochs every trial would have
+    run to its end (a full grid under FIFO), and the best target value against trial-epochs spent."""
+    points = sorted((point["ts"] or 0, point["value"]) for row in rows for point in row.get("target_curve", []))
+    target = next((Target(**row["target"]) for row in rows if row.get("target")), Target())
+    best, curve = None, []
+    for spent, (_, value) in enumerate(points, start=1):
+        if target.better(value, best):
+            best = value
+        curve.append([spent, best])
+    planned = sum(((row.get("params") or {}).get("train") or {}).get("epochs") or row["epochs"] for row in rows)
+    return {"trial_epochs": sum(row["epochs"] for row in rows), "planned_trial_epochs": planned,
+            "device_hours": round(sum(row["cost"]["device_hours"] for row in rows), 6),
+            "stopped_trials": sum(row["status"] == "stopped" for row in rows),
+            "best_vs_trial_epochs": curve}

@@ -8,23 +8,30 @@ TuneReportCallback.
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 from jobs import keys
 from jobs.deployment import Deployment
-from jobs.spec import Resources
+from jobs.resume import finished_before
+from jobs import tuning
+from jobs.spec import SPEC_KINDS, JobSpec, Resources, SweepSpec, trial_name
 from workers.checkpointing import CHECKPOINT_FILE, RETENTION_SCORE
 from workers.target import Target
-from workers.trial_spec import TrialContext, TrialSpec
+from workers.trial_spec import StartFrom, TrialContext, TrialSpec
 from workers.publisher import MetricsPublisher
+from workers.redis_client import public_url
+from workers import storage
 from workers.saliency import iteration_dir
 
 TRIAL_DRIVER_CPUS = 0.1  # the trial function only waits on its workers
 
 
-def trainer_for(trial: TrialSpec, context: TrialContext, resources: Resources, callbacks: list):
+def trainer_for(trial: TrialSpec, context: TrialContext, resources: Resources, callbacks: list,
+                run_name: str | None = None, start_from: StartFrom | None = None, keep_all: bool = False,
+                decisions=None):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from workers.train_loop import train_loop_per_worker
 
@@ -34,35 +41,46 @@ def trainer_for(trial: TrialSpec, context: TrialContext, resources: Resources, c
         per_worker["GPU"] = resources.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"trial": trial.model_dump(), "context": context.model_dump()},
+        train_loop_config={"trial": trial.model_dump(), "context": context.model_dump(),
+                           "start_from": start_from.model_dump() if start_from else None, "decisions": decisions},
         scaling_config=ScalingConfig(num_workers=resources.workers_per_trial, use_gpu=use_gpu,
-                                     resources_per_worker=per_worker),
+                                     resources_per_worker=per_worker,
+                                     placement_strategy=resources.placement.upper()),
+        # Survivors of a dead rank fail their collective after this long, and the group restarts.
+        torch_config=TorchConfig(timeout_s=resources.collective_timeout_s),
         run_config=RunConfig(
-            name=f"{context.job_id}-{trial.name}",
-            storage_path=str(Path(context.storage) / "train"),
+            name=run_name or f"{context.job_id}-{trial.name}",
+            storage_path=storage.join(context.storage, "train"),
             failure_config=FailureConfig(max_failures=resources.max_failures),
-            checkpoint_config=checkpoint_config(),
+            checkpoint_config=checkpoint_config(keep_all),
             callbacks=callbacks,
         ),
     )
 
 
-def checkpoint_config():
+def checkpoint_config(keep_all: bool = False):
     """Keep the checkpoint of the published best epoch and the latest one, whatever the ties
     (workers.checkpointing.RETENTION_SCORE says how). A saliency trial resumes from the latest;
-    each of its iterations stores its best epoch's model beside its keep-masks."""
+    each of its iterations stores its best epoch's model beside its keep-masks. Under PBT every
+    checkpoint stays: another trial may take over any of them a while after it was reported."""
     from ray.train import CheckpointConfig
 
-    return CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=RETENTION_SCORE, checkpoint_score_order="max")
+    return CheckpointConfig(num_to_keep=None if keep_all else 1, checkpoint_score_attribute=RETENTION_SCORE,
+                            checkpoint_score_order="max")
 
 
 def run_trial(config: dict) -> None:
-    """A Tune function trainable: one trial = one TorchTrainer.fit()."""
-    from ray.tune.integration.ray_train import TuneReportCallback
+    """A Tune function trainable: one trial = one TorchTrainer.fit(), each epoch reported to Tune."""
+    from ray import tune
+    from ray.util.queue import Queue
 
-    trial = TrialSpec.model_validate(config["trial"])
+    from jobs.tuning import ForwardToTune, fit_reporting_to_tune, start_point
+
+    trial = trial_of(config, tune.get_context().get_trial_name())
     context = TrialContext.model_validate(config["context"])
     resources = Resources.model_validate(config["resources"])
+    if finished_before(context, trial.name):  # a resumed job whose Tune state lagged behind this trial's end
+        return
     publisher = MetricsPublisher(context.redis_url, context.events_stream, trial.name)
     params = {"model": trial.model, "train": trial.train.model_dump()}
     if trial.saliency:
@@ -70,12 +88,23 @@ def run_trial(config: dict) -> None:
     facts = {"arch": trial.arch, "params": params, "workers": resources.workers_per_trial,
              "gpus_per_worker": resources.gpus_per_worker}
     publisher.trial_event("running", **facts)
+    start_from, run_name = start_point()
+    if start_from and start_from.trial != trial.name:  # PBT: a fresh Train run from the donor's checkpoint
+        run_name = f"{context.job_id}-{trial.name}-x{uuid.uuid4().hex[:6]}"
+        publisher.perturbation_event(start_from.iteration, start_from.epoch, start_from.trial, trial.train.model_dump())
     started = time.time()
-    trainer = trainer_for(trial, context, resources, [TuneReportCallback()])
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    decisions = Queue(actor_options={"num_cpus": 0}) if config.get("scheduler", "fifo") != "fifo" else None
+    trainer = trainer_for(trial, context, resources, [ForwardToTune(queue, context.storage)], run_name, start_from,
+                          keep_all=config.get("scheduler") == "pbt", decisions=decisions)
     try:
-        result = trainer.fit()
+        result = fit_reporting_to_tune(trainer, queue, decisions, run_name or f"{context.job_id}-{trial.name}",
+                                       trial.name)
         if result.error:
             raise result.error
+    except SystemExit:  # Tune ended the trial (a scheduler's decision): the driver publishes why
+        publisher.close()
+        raise
     except BaseException as error:
         publisher.trial_event("failed", error=f"{type(error).__name__}: {error}"[-1000:],
                               wall_time_s=time.time() - started, **facts)
@@ -84,6 +113,16 @@ def run_trial(config: dict) -> None:
     best = best_checkpoint_path(result, trial, context)
     publisher.trial_event("finished", wall_time_s=time.time() - started, best_checkpoint=best, **facts)
     publisher.close()
+
+
+def trial_of(config: dict, name: str) -> TrialSpec:
+    """The trial Tune runs under `name`: a resolved TrialSpec (PBT may hand it another trial's,
+    mutated), or the configuration Optuna suggested, built by the job's spec."""
+    if "job" in config:
+        spec = SPEC_KINDS[config["job"]["kind"]].model_validate(config["job"])
+        arch = config["arch"]
+        return spec.suggested_trial(name, arch, (config.get("model") or {}).get(arch, {}), config.get("train") or {})
+    return TrialSpec.model_validate({**config["trial"], "name": name})
 
 
 def best_checkpoint_path(result, trial: TrialSpec, context: TrialContext) -> str | None:
@@ -95,28 +134,71 @@ def best_checkpoint_path(result, trial: TrialSpec, context: TrialContext) -> str
     last = result.metrics or {}
     named = [checkpoint for checkpoint, metrics in result.best_checkpoints or []
              if (metrics.get("iteration"), metrics.get("epoch")) == (last.get("iteration"), last.get("best_epoch"))]
-    return named[-1].path if named else None
+    # Ray names a checkpoint on a URI storage by its bucket and key: give it back as a URI
+    return storage.location_of(named[-1].filesystem, named[-1].path, context.storage) if named else None
+
+
+def trial_trainable():
+    """What Tune runs per trial, with the resources of the trial function (the same on a restore)."""
+    from ray import tune
+
+    return tune.with_resources(run_trial, {"CPU": TRIAL_DRIVER_CPUS})
 
 
 def run_trials(job_id: str, data: str, trials: list[TrialSpec], resources: Resources, target: Target,
-               deployment: Deployment) -> list[str]:
-    """Run the job's resolved trials under Tune, as they are; return the names of trials that failed."""
+               deployment: Deployment, spec: JobSpec | None = None) -> list[str]:
+    """Run the job's trials under Tune (its resolved ones, or Optuna's suggestions), with the
+    spec's scheduler; return the names of trials that failed."""
     from ray import tune
 
-    context = TrialContext(job_id=job_id, data=data, storage=deployment.storage, redis_url=deployment.redis_url,
+    # Trial configs land in Tune's files under storage: the URL goes there without its password.
+    context = TrialContext(job_id=job_id, data=data, storage=deployment.storage,
+                           redis_url=public_url(deployment.redis_url),
                            events_stream=keys.events(job_id), target=target)
-    param_space = {
-        "trial": tune.grid_search([trial.model_dump() for trial in trials]),
-        "context": context.model_dump(),
-        "resources": resources.model_dump(),
-    }
+    spec = spec or SweepSpec(data=data, archs=[trials[0].arch])
+    constants = {"context": context.model_dump(), "resources": resources.model_dump(), "scheduler": spec.scheduler.kind}
+    scheduler = tuning.scheduler_for(spec.scheduler, target, max_trial_epochs(spec, trials), spec.train)
+    if spec.search == "optuna":
+        models, train = spec.sections()
+        spaces = {arch: section.spaces for arch, section in models.items()} | {"train": train.spaces}
+        search = {"search_alg": tuning.optuna_search(spaces, spec.archs, target, spec.search_seed,
+                                                     constants | {"job": spec.model_dump(mode="json")}),
+                  "num_samples": spec.samples}
+        param_space = {}
+    else:
+        search = {}
+        param_space = {"trial": tune.grid_search([trial.model_dump() for trial in trials]), **constants}
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, {"CPU": TRIAL_DRIVER_CPUS}),
+        trial_trainable(),
         param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials,
-                                    trial_name_creator=lambda t: t.config["trial"]["name"],
-                                    trial_dirname_creator=lambda t: t.config["trial"]["name"]),
-        run_config=tune.RunConfig(name=job_id, storage_path=str(Path(deployment.storage) / "tune"), verbose=0),
+        # Under FIFO the next trial runs in the last one's process (no new process, no imports again).
+        # A trial a scheduler stops or pauses must not: its Train run ends only with its process.
+        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials, scheduler=scheduler,
+                                    reuse_actors=scheduler is None,
+                                    trial_name_creator=TrialNames(), trial_dirname_creator=TrialNames(), **search),
+        run_config=tune.RunConfig(
+            name=job_id, storage_path=storage.join(deployment.storage, "tune"), verbose=0,
+            # a trial whose own process died (its node was lost) starts again, its Train run from its last checkpoint
+            failure_config=tune.FailureConfig(max_failures=resources.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.kind == "pbt" else 2),
+            callbacks=[tuning.TrialOutcomes(context.redis_url, context.events_stream, scheduler, spec.scheduler.kind)]),
     )
     results = tuner.fit()
-    return [result.config["trial"]["name"] for result in results if result.error]
+    return [Path(result.path).name for result in results if result.error]
+
+
+def max_trial_epochs(spec: JobSpec, trials: list[TrialSpec]) -> int:
+    return max((trial.train.epochs for trial in trials), default=0) or spec.max_epochs(spec.sections()[1])
+
+
+class TrialNames:
+    """Tune's trial names: a resolved trial's own, or for an Optuna suggestion `007_unet_lr=0.0031`
+    (numbered as Optuna numbers its trials)."""
+
+    def __call__(self, trial) -> str:
+        config = trial.config
+        if "trial" in config:
+            return config["trial"]["name"]
+        arch = config["arch"]
+        varying = {**(config.get("model") or {}).get(arch, {}), **(config.get("train") or {})}
+        return trial_name(config["index"], arch, varying)

@@ -222,3 +222,28 @@ def csv_values(row: dict, classes: list[str], params: list[str]) -> list:
     values += [row["train_time_s"], row["images_per_s"], row["num_params"], row["cost"]["device_hours"],
                row["cost"]["peak_memory_mb"], row["best_checkpoint"]]
     return values + [flat.get(name) for name in params]
+
+
+def tuning_lines(rows: list[dict]) -> list[str]:
+    """What the schedulers did, in words: each job's budget, the trials stopped and why, PBT's exploits."""
+    from jobs.summary import job_budget
+
+    lines = []
+    for job in dict.fromkeys(row["job"] for row in rows):
+        job_rows = [row for row in rows if row["job"] == job]
+        budget = job_budget(job_rows)
+        spent, planned = budget["trial_epochs"], budget["planned_trial_epochs"]
+        curve = budget["best_vs_trial_epochs"]
+        best = next(((spent_at, value) for spent_at, value in curve if value == curve[-1][1]), None) if curve else None
+        line = (f"{job}: {spent} trial-epochs of the {planned} that running every trial to its end takes "
+                f"({spent / planned:.0%}), {budget['device_hours']:.4f} device-hours")
+        if best:
+            line += f"; best {fmt(best[1], 4)} reached after {best[0]} trial-epochs"
+        lines.append(line)
+    for row in rows:
+        if row.get("stop"):
+            lines.append(f"{row['trial']}: stopped after {row['epochs']} epoch(s): {row['stop']['reason']}")
+        for perturbation in row.get("perturbations") or []:
+            lines.append(f"{row['trial']}: took over {perturbation['donor']}'s checkpoint of epoch "
+                         f"{perturbation['epoch']} (pbt), lr now {perturbation['lr']:.3g}")
+    return lines

@@ -15,6 +15,10 @@ import redis
 from cluster.local import free_port, wait_for_port
 
 SEGQ = str(Path(sys.executable).with_name("segq"))
+# The shared cluster's nodes hold S3 credentials, as a real cluster's would (tests/test_storage.py
+# points its storage at a local S3 server, which takes any key); no instance metadata is asked.
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "segq-test", "AWS_SECRET_ACCESS_KEY": "segq-test-secret",
+                  "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +65,7 @@ def segq_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("segq-home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGQ_")}
     env["SEGQ_HOME"] = str(home)
+    env.update(S3_CREDENTIALS)
     run_segq("up", env=env, check=True, timeout=300)
     yield env
     run_segq("down", env=env, timeout=120)

@@ -1,4 +1,5 @@
 import json
+import time
 
 import redis
 
@@ -6,6 +7,7 @@ from jobs import keys
 from jobs.aggregator import Aggregator
 from jobs.records import JobRecord
 from jobs.summary import trial_rows
+from tests.conftest import wait_until
 from workers.publisher import MetricsPublisher
 from workers.target import Target
 
@@ -81,10 +83,12 @@ def test_unacked_entries_are_read_again_after_a_crash(redis_url, redis_client):
 def test_publisher_buffers_while_redis_is_unreachable(redis_url, redis_client):
     publisher = MetricsPublisher("redis://127.0.0.1:1/0", keys.events("job"), "t")  # nothing listens on port 1
     publisher.metrics_event("train", 1, train_figures(1.0))
+    time.sleep(1.0)  # the sender tried and failed at least once
     assert len(publisher.buffer) == 1
     publisher.client = redis.Redis.from_url(redis_url)  # Redis is back
     publisher.metrics_event("train", 2, train_figures(0.5))
-    assert not publisher.buffer
+    wait_until(lambda: not publisher.buffer, timeout=15)
+    publisher.close()
     events = [json.loads(fields["data"]) for _, fields in redis_client.xrange(keys.events("job"))]
     assert [(e["epoch"], e["metrics"]["loss"]) for e in events] == [(1, 1.0), (2, 0.5)]
 

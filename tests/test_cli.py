@@ -217,8 +217,10 @@ def test_saliency_dry_run_submits_nothing(no_cluster, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--search", "bayes"], "search: Input should be 'grid' or 'random'"),
+    (["--search", "bayes"], "search: Input should be 'grid', 'random' or 'optuna'"),
     (["--samples", "0"], "samples: Input should be greater than or equal to 1"),
+    (["--scheduler", "median"], "scheduler.kind: Input should be 'fifo', 'asha', 'hyperband' or 'pbt'"),
+    (["--max-concurrent", "0"], "resources.max_concurrent_trials: Input should be greater than or equal to 1"),
 ])
 def test_bad_search_flags_are_refused(no_cluster, dataset, args, message):
     result = segq("submit", "sweep", "--data", str(dataset), "--arch", "unet", *args, "--dry-run")

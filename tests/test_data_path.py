@@ -30,14 +30,10 @@ def host_normalize(image: np.ndarray, mean: list[float], std: list[float]) -> to
 
 
 def epoch_batches(dataset: SplitDataset, workers: int, epochs: tuple[int, ...]) -> list[tuple]:
-    """Every batch of each epoch, from one loader moved along as the train loop moves it."""
-    rows = EpochRows(np.arange(len(dataset)))
+    """Every batch of each epoch, from one loader read epoch after epoch as the train loop reads it."""
+    rows = EpochRows(lambda epoch: np.random.default_rng(epoch).permutation(len(dataset)), 4)
     loader = make_loader(dataset, rows, 4, training=True, seed=5, workers=workers)
-    batches = []
-    for epoch in epochs:
-        rows.set_epoch(np.random.default_rng(epoch).permutation(len(dataset)), epoch)
-        batches += list(loader)
-    return batches
+    return [batch for epoch in epochs for batch in loader.epoch(epoch)]
 
 
 def test_loader_workers_give_the_same_augmented_batches(dataset_dir):

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from jobs import keys
+from workers.redis_client import open_redis
 from tests.conftest import SEGQ, run_segq, wait_until
 
 pytestmark = pytest.mark.ray
@@ -19,7 +20,7 @@ DEADLINE_S = 30
 
 def redis_of(env) -> redis.Redis:
     state = json.loads((Path(env["SEGQ_HOME"]) / "cluster.json").read_text())
-    return redis.Redis.from_url(state["redis"]["url"], decode_responses=True)
+    return open_redis(state["redis"]["url"], decode_responses=True)
 
 
 def job_ids(client) -> set[str]:

@@ -16,7 +16,8 @@ def test_record_hash_schema(redis_client):
     record.save(redis_client)
     stored = redis_client.hgetall("segq:job:sweep-1")
     assert set(stored) == {"id", "kind", "spec", "trials", "status", "name", "ray_submission_id", "dashboard_url",
-                           "error", "created_at", "started_at", "ended_at"}
+                           "error", "created_at", "started_at", "ended_at", "priority", "max_running_jobs",
+                           "attempts"}
     assert stored["status"] == "queued" and json.loads(stored["spec"]) == {"archs": ["unet"]}
     assert json.loads(stored["trials"]) == TRIALS
     assert redis_client.zscore("segq:jobs", "sweep-1") == pytest.approx(record.created_at)

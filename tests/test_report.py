@@ -169,3 +169,23 @@ def test_a_job_without_scores_still_gets_a_report(tmp_path, rows):
     files = write_report(rows, [record("j")], out)
     assert not [path for path in files.values() if path.suffix == ".png"]
     assert "<img" not in (out / "report.html").read_text()
+
+
+def test_tuning_section_gives_the_budget_the_stops_and_the_exploits(tmp_path):
+    def curve(*values):
+        return [{"epoch": epoch, "value": value, "ts": 100.0 * epoch + offset}
+                for epoch, value in enumerate(values, start=1) for offset in [len(values)]]
+
+    target = {"metric": "val_miou", "mode": "max"}
+    rows = [trial_row("sweep-1", "000_unet", "unet", 1e-3, 0.42, target=target, target_curve=curve(0.2, 0.3, 0.42),
+                      perturbations=[{"epoch": 2, "donor": "001_unet", "lr": 0.0012}]),
+            trial_row("sweep-1", "001_unet", "unet", 1e-1, 0.1, target=target, target_curve=curve(0.1),
+                      status="stopped", epochs=1,
+                      stop={"reason": "asha: val_miou 0.1 at the epoch-1 rung is below ...", "rung": 1, "epoch": 1})]
+    files = write_report(rows, [record("sweep-1")], tmp_path)
+    assert Image.open(files["tuning"]).size[0] > 0
+    markdown = files["report.md"].read_text()
+    assert "sweep-1: 4 trial-epochs of the 6 that running every trial to its end takes (67%)" in markdown
+    assert "best 0.4200 reached after 4 trial-epochs" in markdown
+    assert "001_unet: stopped after 1 epoch(s): asha: val_miou 0.1 at the epoch-1 rung" in markdown
+    assert "000_unet: took over 001_unet's checkpoint of epoch 2 (pbt), lr now 0.0012" in markdown

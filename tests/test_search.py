@@ -121,3 +121,36 @@ def test_saliency_settings_take_only_a_grid():
     spec = parse_spec(SaliencySpec, {"data": "/data", "archs": ["unet"], "keep_percent": {"choice": [50, 90]}})
     with pytest.raises(SpecError, match=r"^keep_percent: choice is not searched here; give one value or \{grid"):
         expand_trials(spec)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"scheduler": {"kind": "asha", "grace_period": 9}, "train": {"epochs": 4}},
+     "scheduler.grace_period: 9 is beyond the trials' 4 epochs"),
+    ({"scheduler": {"kind": "pbt", "mutations": {"learning_rate": [0.1]}}}, "scheduler.mutations.learning_rate: not a train field"),
+    ({"scheduler": {"kind": "pbt", "mutations": {"lr": []}}}, "scheduler.mutations.lr: give a non-empty list"),
+    ({"scheduler": {"kind": "pbt", "mutations": {"lr": {"loguniform": [0, 1]}}}},
+     "scheduler.mutations.lr: loguniform needs 0 < low < high"),
+    ({"scheduler": "pbt", "search": "optuna"}, "search: optuna cannot drive a pbt scheduler"),
+])
+def test_bad_tuning_settings_name_the_field(fields, message):
+    with pytest.raises(SpecError, match=message):
+        trials_of(**fields)
+
+
+def test_schedulers_and_optuna_tune_sweeps_only():
+    from jobs.spec import SaliencySpec
+
+    for fields in ({"scheduler": "asha"}, {"search": "optuna"}):
+        with pytest.raises(SpecError, match="saliency job"):
+            expand_trials(parse_spec(SaliencySpec, {"data": "/data", "archs": ["unet"], **fields}))
+
+
+def test_scheduler_defaults_scale_with_the_trials_epochs():
+    spec = parse_spec(SweepSpec, {"data": "/data", "archs": ["unet"], "scheduler": "pbt",
+                                  "train": {"epochs": {"grid": [4, 12]}, "lr": {"loguniform": [1e-4, 1e-2]}}})
+    epochs = spec.max_epochs(spec.sections()[1])
+    assert epochs == 12
+    assert spec.scheduler.resolved_perturbation_interval(epochs) == 4
+    assert spec.scheduler.resolved_grace_period(epochs) == 1
+    assert spec.scheduler.resolved_mutations(spec.train) == {"lr": {"loguniform": [1e-5, 1e-1]}}
+    assert expand_trials(parse_spec(SweepSpec, {"data": "/data", "archs": ["unet"], "search": "optuna"})) == []

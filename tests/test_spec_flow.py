@@ -92,7 +92,7 @@ def test_the_driver_runs_the_records_trials_as_they_are(monkeypatch):
     monkeypatch.setattr(SweepSpec, "trials", lambda self: pytest.fail("the driver expanded the spec again"))
     assert driver.run(record, deployment) == []
     assert calls == [("sweep-x", "/data", trials, Resources(workers_per_trial=2),
-                      Target(metric="val_mdice"), deployment)]
+                      Target(metric="val_mdice"), deployment, SweepSpec.model_validate(record.spec))]
 
 
 def test_run_trials_gives_each_tune_trial_its_trial_context_and_resources(monkeypatch):
@@ -128,7 +128,8 @@ def test_deployment_travels_through_the_environment():
     deployment = Deployment(redis_url="redis://redis:6379/0", storage="s3://bucket/segq", embedded=False)
     env = deployment.to_env()
     assert env == {"SEGQ_REDIS_URL": "redis://redis:6379/0", "SEGQ_STORAGE": "s3://bucket/segq",
-                   "SEGQ_EMBEDDED": "0", "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1"}
+                   "SEGQ_EMBEDDED": "0", "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1",
+                   "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300"}
     assert Deployment.from_env(env) == deployment
     # Without a storage of its own, the submission leaves the cluster nodes' SEGQ_STORAGE in force.
     assert "SEGQ_STORAGE" not in Deployment(redis_url="redis://r/0", storage=None, embedded=False).to_env()

@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from jobs import keys
+from workers.redis_client import open_redis
 from tests.conftest import run_segq
 
 pytestmark = pytest.mark.ray
@@ -27,7 +28,7 @@ def finished_sweep(segq_env, tiny_dataset):
 
 def redis_of(env):
     state = json.load(open(f"{env['SEGQ_HOME']}/cluster.json"))
-    return redis.Redis.from_url(state["redis"]["url"], decode_responses=True), state
+    return open_redis(state["redis"]["url"], decode_responses=True), state
 
 
 def test_summary_json_is_complete(segq_env, finished_sweep):

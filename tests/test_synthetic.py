@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from jobs.sources.synthetic import CLASS_NAMES, PALETTE, render_sample
+from jobs.sources.synthetic import CLASS_NAMES, DIFFICULTIES, PALETTE, render_sample, synthetic_dataset
+from workers.exceptions import DataError
 
 NUM_CLASSES = len(CLASS_NAMES)
 LEVELS = 8  # colour-lookup bins per RGB channel
@@ -98,19 +99,20 @@ def quantise(image: np.ndarray) -> np.ndarray:
     return (levels[..., 0] * LEVELS + levels[..., 1]) * LEVELS + levels[..., 2]
 
 
-def fit_colour_lookup(seed: int, indices: range) -> np.ndarray:
+def fit_colour_lookup(seed: int, indices: range, difficulty: str = "standard", size: int = 64) -> np.ndarray:
     """The best per-colour-bin classifier on these samples: the majority class of each bin."""
     counts = np.zeros((LEVELS**3, NUM_CLASSES), dtype=np.int64)
     for index in indices:
-        image, mask = render_sample(seed, index, 64, 64)
+        image, mask = render_sample(seed, index, size, size, difficulty)
         np.add.at(counts, (quantise(image).ravel(), mask.ravel()), 1)
     return counts.argmax(axis=1)
 
 
-def foreground_miou(lookup: np.ndarray, seed: int, indices: range) -> float:
+def foreground_miou(lookup: np.ndarray, seed: int, indices: range, difficulty: str = "standard",
+                    size: int = 64) -> float:
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     for index in indices:
-        image, mask = render_sample(seed, index, 64, 64)
+        image, mask = render_sample(seed, index, size, size, difficulty)
         np.add.at(confusion, (mask.ravel(), lookup[quantise(image)].ravel()), 1)
     intersection = np.diag(confusion)
     union = confusion.sum(axis=0) + confusion.sum(axis=1) - intersection
@@ -123,6 +125,34 @@ def test_not_solvable_by_colour_lookup():
     print(f"colour-lookup foreground mIoU: {miou:.4f}")
     # Measured about 0.02: class is carried by shape alone.
     assert miou < 0.1
+
+
+def test_easy_level_is_not_solvable_by_colour_lookup():
+    # The demo's level (32x32, easy): fewer, larger objects and less clutter, the same colours.
+    lookup = fit_colour_lookup(seed=0, indices=range(300), difficulty="easy", size=32)
+    miou = foreground_miou(lookup, seed=0, indices=range(1000, 1100), difficulty="easy", size=32)
+    print(f"colour-lookup foreground mIoU (easy, 32x32): {miou:.4f}")
+    assert miou < 0.2
+
+
+def test_easy_level_has_fewer_larger_objects():
+    def mean_object_share(difficulty: str) -> float:
+        return float(np.mean([(render_sample(5, i, 64, 64, difficulty)[1] > 0).mean() for i in range(40)]))
+
+    assert set(DIFFICULTIES) == {"easy", "standard"}
+    assert mean_object_share("easy") > mean_object_share("standard") * 0.8
+    image, mask = render_sample(5, 3, 32, 32, "easy")
+    assert image.shape == (32, 32, 3) and mask.max() < NUM_CLASSES
+
+
+def test_difficulty_reaches_the_samples_and_unknown_levels_are_refused():
+    standard = synthetic_dataset(10, 0, (0.6, 0.2, 0.2))
+    easy = synthetic_dataset(10, 0, (0.6, 0.2, 0.2), "easy")
+    assert "difficulty" not in standard.options and easy.options["difficulty"] == "easy"
+    assert standard.splits["train"][0].ref == easy.splits["train"][0].ref[:2]
+    assert easy.splits["train"][0].ref[2] == "easy"
+    with pytest.raises(DataError, match="valid: easy, standard"):
+        synthetic_dataset(10, 0, (0.6, 0.2, 0.2), "hard")
 
 
 def test_foreground_not_separable_by_colour_lookup():

@@ -20,7 +20,8 @@ from workers.saliency import KeepMasks, read_meta
 from workers.saliency_iterations import (compute_keep_masks, finish_iteration, last_finished_iteration, masks_dir,
                                          prepare_iteration)
 from workers.target import Target
-from workers.train_loop import epoch_report, rankable, start_iteration, train_epochs, train_one_epoch
+from workers.reporting import FINAL_REPORT, epoch_report, rankable
+from workers.train_loop import start_iteration, train_epochs, train_one_epoch
 from workers.trial_run import Progress, build_trial_run, deciding_target
 from workers.trial_spec import SaliencyParams, TrainParams, TrialContext, TrialSpec
 from tests.conftest import prepare_synthetic_in_process
@@ -68,12 +69,12 @@ def test_the_report_always_holds_the_target_and_the_decision():
     state = SimpleNamespace(iteration=2)
     progress = SimpleNamespace(best_epoch=1)
     scores = {"test": {"miou": None, "mdice": 0.0, "pixel_acc": 0.5, "mean_acc": 0.5, "fwiou": 0.5}}
-    report = epoch_report(run, state, progress, 3, {"loss": 1.5}, scores)
+    report = epoch_report(run, state, progress, 3, {"loss": 1.5, "lr": 1e-3}, scores, final=True)
     assert report["val_miou"] == float("-inf")  # no val split: still there for Tune
     assert report["test_miou"] == float("-inf") and report["test_mdice"] == 0.0
     assert (report["epoch"], report["iteration"], report["best_epoch"], report["train_loss"]) == (3, 2, 1, 1.5)
-    assert report[RETENTION_SCORE] == 0.0
-    assert epoch_report(run, state, progress, 1, {"loss": 1.5}, scores)[RETENTION_SCORE] == 1.0
+    assert report[RETENTION_SCORE] == 0.0 and report[FINAL_REPORT] is True and report["lr"] == 1e-3
+    assert epoch_report(run, state, progress, 1, {"loss": 1.5, "lr": 1e-3}, scores, final=False)[RETENTION_SCORE] == 1.0
 
 
 @pytest.fixture(scope="module")
@@ -122,10 +123,10 @@ def retain_with_ray(storage: Path, values: list[float | None], target: Target, s
         context = StorageContext(str(storage), "trial")
         manager = CheckpointManager(checkpoint_config(), context)
         for epoch, value in enumerate(values, start=1):
-            train = {"loss": value if target.split == "train" else 1.0}
+            train = {"loss": value if target.split == "train" else 1.0, "lr": 1e-3}
             progress.record_epoch(epoch, target.value_of({"train": train, "val": {"miou": value}}), target)
             reports.append(epoch_report(run, SimpleNamespace(iteration=1), progress, epoch, train,
-                                        {split: split_scores(value) for split in splits}))
+                                        {split: split_scores(value) for split in splits}, final=False))
             directory = Path(context.build_checkpoint_path_from_name(f"epoch-{epoch}"))
             directory.mkdir(parents=True)
             manager.register_checkpoint(_TrainingReport(Checkpoint(str(directory)), reports[-1], False))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 
 import albumentations as A
+import cv2
 import numpy as np
 import torch
 
@@ -39,6 +40,14 @@ def train_transform(preset: str, height: int, width: int, ignore_index: int) -> 
             A.RandomResizedCrop(size=(height, width), scale=(0.6, 1.0), p=0.5),
         ] + photometric)
     raise ValueError(f"unknown augmentation preset {preset!r}; valid: {', '.join(PRESETS)}")
+
+
+def limit_augmentation_threads(threads: int) -> None:
+    """Size OpenCV's thread pool (albumentations runs on OpenCV) in this process and in the loader
+    workers it forks later. By default the pool takes every core of the machine, whatever Ray gave
+    the process, so DDP workers and their loader workers would each run a pool as wide as the node.
+    Call it before forking: in a forked child, resizing the inherited pool can hang."""
+    cv2.setNumThreads(max(1, threads))
 
 
 class Normalize:

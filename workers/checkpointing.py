@@ -7,6 +7,7 @@ the same way.
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from workers import storage
 from workers.exceptions import CheckpointError
 from workers.trial_spec import TrialContext, TrialSpec
 
@@ -91,15 +93,38 @@ def checkpoint_file(path: str | Path) -> Path:
     return path
 
 
+def stored_checkpoint_file(location: str) -> str:
+    """`checkpoint_file` for a checkpoint on URI storage (workers.storage): the file or its folder."""
+    if storage.is_dir(location):
+        location = storage.join(location, CHECKPOINT_FILE)
+    if not storage.exists(location):
+        raise CheckpointError(f"{location}: no such checkpoint")
+    return location
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    file = checkpoint_file(path)
+    """A checkpoint from a path, or from a storage URI (`s3://...`, `gs://...`), read into memory."""
+    if storage.is_uri(path):
+        file = stored_checkpoint_file(str(path))
+        source = io.BytesIO(storage.read_bytes(file))
+    else:
+        file = source = checkpoint_file(path)
     try:
-        state = torch.load(file, map_location=map_location, weights_only=True)
+        state = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for a bad file
-        raise CheckpointError(f"{file}: not a loadable checkpoint ({str(error).splitlines()[0]})") from None
+        raise CheckpointError(f"{file}: {why_unloadable(error)}; use a checkpoint.pt that a segq trial wrote") from None
     if not isinstance(state, dict) or "model" not in state or "trial" not in state:
         raise CheckpointError(f"{file}: not a segq checkpoint (no model/trial entries)")
     return state
+
+
+def why_unloadable(error: Exception) -> str:
+    """torch's reason in one line, without its advice to load with weights_only=False (that would
+    run whatever code the file holds)."""
+    if "GLOBAL" in str(error):
+        return "refused: it holds objects other than tensors and plain values, and none of its code was run"
+    lines = [line for line in str(error).splitlines() if line.strip() and "weights_only" not in line]
+    return f"not a loadable checkpoint ({lines[-1].strip() if lines else type(error).__name__})"
 
 
 @dataclass

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from seg_models.metrics import ConfusionMatrix
-from workers.data import SplitDataset, make_loader, to_model_input
+from workers.data import SplitDataset, make_loader, to_model_input, to_model_target
 from workers.shards import rank_indices
 
 EVAL_SPLITS = ("val", "test")
@@ -41,7 +41,7 @@ def count_rank_rows(model: torch.nn.Module, dataset: SplitDataset, rank: int, wo
     for images, masks in make_loader(dataset, rows, batch_size, training=False, workers=workers,
                                      pin_memory=pin_memory):
         logits = model(to_model_input(images, dataset.normalize, device, memory_format))
-        matrix.update(masks.to(device, non_blocking=True), logits.argmax(dim=1))
+        matrix.update(to_model_target(masks, device), logits.argmax(dim=1))
     return matrix
 
 

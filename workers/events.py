@@ -9,6 +9,7 @@ replaces what it published before instead of adding to it:
     metrics   one epoch's training figures or one split's scores
     best      rank 0's decision after an epoch: the iteration's best epoch by the job's target
     saliency  what a saliency iteration stored: kept fraction, checkpoint, sample grid
+    perturbation  PBT's exploit: which trial's checkpoint a trial took over, at which epoch
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class TrainMetrics(Contract):
     loss: float
     lr: float
     epoch_time_s: float
+    eval_time_s: float | None = None  # scoring the epoch's evaluated splits (val; test only if it is the target)
     images: int
     images_per_s: float
     peak_memory_mb: float | None = None
@@ -77,6 +79,12 @@ class TrialEvent(Contract):
     error: str | None = None
     wall_time_s: float | None = None
     best_checkpoint: str | None = None
+    reason: str | None = None  # why a scheduler stopped the trial
+    rung: int | None = None  # the epoch of the rung (or bracket step) it was stopped at
+    stopped_at_epoch: int | None = None
+    ranks: list[dict[str, Any]] | None = None  # rank, node, node_id, pid, host of each rank of the latest attempt
+    attempt_started: float | None = None  # a worker group started: one attempt of the trial (see jobs.aggregator)
+    dropped_events: int | None = None  # metric events the publisher's full buffer dropped
 
     def facts(self) -> dict[str, Any]:
         """The facts this event sets (what was given), without the envelope."""
@@ -122,7 +130,20 @@ class SaliencyEvent(Contract):
     samples: str
 
 
-Event = Annotated[Union[TrialEvent, MetricsEvent, BestEvent, SaliencyEvent], Field(discriminator="type")]
+class PerturbationEvent(Contract):
+    """PBT made `trial` take over `donor`'s checkpoint of `epoch`, under the trial's mutated `train`."""
+
+    type: Literal["perturbation"] = "perturbation"
+    trial: str
+    ts: float = Field(default_factory=time.time)
+    iteration: int = Field(1, ge=1)
+    epoch: int = Field(ge=1)
+    donor: str
+    train: dict[str, Any]
+
+
+Event = Annotated[Union[TrialEvent, MetricsEvent, BestEvent, SaliencyEvent, PerturbationEvent],
+                  Field(discriminator="type")]
 EVENT_ADAPTER: TypeAdapter = TypeAdapter(Event)
 
 

@@ -8,3 +8,11 @@ class DataError(SegqError):
 
 class CheckpointError(SegqError):
     """A checkpoint file is missing or does not hold a segq model."""
+
+
+class RedisSettingsError(SegqError):
+    """A Redis URL or its password file cannot be used."""
+
+
+class StorageError(SegqError):
+    """A storage location (a path, or an s3:// or gs:// URI) cannot be resolved, read or written."""

@@ -45,3 +45,15 @@ def step_scheduler(scheduler, target_value: float) -> None:
         scheduler.step(target_value)
     else:
         scheduler.step()
+
+
+def rescale_lr(optimizer: torch.optim.Optimizer, scheduler, factor: float) -> None:
+    """Multiply the learning rate, where the schedule would take it next included, by `factor`."""
+    if factor == 1.0:
+        return
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+        if "initial_lr" in group:
+            group["initial_lr"] *= factor
+    if scheduler is not None and hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]

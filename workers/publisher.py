@@ -1,36 +1,51 @@
 """Events from a trial's rank 0 to its job's Redis stream (the contract: workers.events).
 
-Events are JSON (never pickle), pipelined, and the stream is bounded by MAXLEN. If Redis is
-unreachable, events wait in a bounded buffer and go out with the next successful publish:
-training never fails because metrics are late.
+Events are JSON (never pickle), pipelined, and the stream is bounded by MAXLEN. `publish` only
+appends to a bounded buffer; a sender thread ships the buffer, retrying with exponential backoff
+(redis-py `Retry` inside a call, a growing pause between calls) while Redis is unreachable, so
+training never waits on Redis. A full buffer drops its oldest event: the drops are counted,
+logged, and reported as the trial fact `dropped_events`, which the summary shows.
 
 The stream key comes from the caller (the key schema lives in jobs.keys), so this module needs
 nothing from the control plane.
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
 import time
 from collections import deque
 
 import redis
 from pydantic import BaseModel
 
-from workers.events import BestEvent, MetricsEvent, SaliencyEvent, TrialEvent, encode_event
+from workers.events import BestEvent, MetricsEvent, PerturbationEvent, SaliencyEvent, TrialEvent, encode_event
+from workers.redis_client import open_redis
 from workers.target import Target
 
 log = logging.getLogger(__name__)
 BUFFER_LIMIT = 10_000
 STREAM_MAXLEN = 100_000
+PAUSE_MIN_S, PAUSE_MAX_S = 0.5, 5.0  # between send attempts while Redis is away
 
 
 class MetricsPublisher:
-    def __init__(self, redis_url: str, stream: str, trial: str, maxlen: int = STREAM_MAXLEN):
-        self.client = redis.Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=5)
+    def __init__(self, redis_url: str, stream: str, trial: str, maxlen: int = STREAM_MAXLEN,
+                 buffer_limit: int = BUFFER_LIMIT):
+        self.client = open_redis(redis_url, retries=2, socket_connect_timeout=3, socket_timeout=5)
         self.stream = stream
         self.trial = trial
         self.maxlen = maxlen
-        self.buffer: deque[str] = deque(maxlen=BUFFER_LIMIT)
+        self.buffer_limit = buffer_limit
+        self.buffer: deque[tuple[int, str]] = deque()  # (sequence number, JSON event)
+        self.sequence = itertools.count()
+        self.dropped = 0
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.closing = threading.Event()
+        self.sender = threading.Thread(target=self.send_until_closed, name=f"segq-events-{trial}", daemon=True)
+        self.sender.start()
 
     def trial_event(self, status: str | None = None, **facts) -> None:
         """Facts about the trial (arch, params, num_params, ...) and, if given, its new status."""
@@ -48,28 +63,61 @@ class MetricsPublisher:
         self.publish(SaliencyEvent(trial=self.trial, iteration=iteration, kept_fraction=kept_fraction,
                                    next_kept_fraction=next_kept_fraction, checkpoint=checkpoint, samples=samples))
 
-    def publish(self, event: BaseModel) -> None:
-        self.buffer.append(encode_event(event))
-        self.flush()
+    def perturbation_event(self, iteration: int, epoch: int, donor: str, train: dict) -> None:
+        self.publish(PerturbationEvent(trial=self.trial, iteration=iteration, epoch=epoch, donor=donor, train=train))
+
+    def publish(self, event: BaseModel, bounded: bool = True) -> None:
+        """Buffer the event for the sender thread; never blocks on Redis."""
+        with self.lock:
+            if bounded and len(self.buffer) >= self.buffer_limit:
+                self.buffer.popleft()
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.warning("metrics buffer of %s is full (%d events): %d dropped so far",
+                                self.trial, self.buffer_limit, self.dropped)
+            self.buffer.append((next(self.sequence), encode_event(event)))
+        self.wake.set()
 
     def flush(self) -> bool:
-        """Send everything buffered; False (and keep the buffer) if Redis is unreachable."""
-        if not self.buffer:
+        """Send what is buffered now; False (and keep it) if Redis is unreachable."""
+        with self.lock:
+            pending = list(self.buffer)
+        if not pending:
             return True
         pipe = self.client.pipeline(transaction=False)
-        pending = list(self.buffer)
-        for data in pending:
+        for _, data in pending:
             pipe.xadd(self.stream, {"data": data}, maxlen=self.maxlen, approximate=True)
         try:
             pipe.execute()
         except redis.exceptions.RedisError as error:
-            log.warning("metrics for %s wait in a buffer (%d events): %s", self.trial, len(self.buffer), error)
+            log.warning("metrics of %s wait in a buffer (%d events): %s", self.trial, len(pending), error)
             return False
-        for _ in pending:
-            self.buffer.popleft()
+        last_sent = pending[-1][0]
+        with self.lock:  # events dropped meanwhile are gone already; keep only what came later
+            while self.buffer and self.buffer[0][0] <= last_sent:
+                self.buffer.popleft()
         return True
 
+    def send_until_closed(self) -> None:
+        pause = PAUSE_MIN_S
+        while not self.closing.is_set():
+            self.wake.wait()
+            self.wake.clear()
+            if self.flush():
+                pause = PAUSE_MIN_S
+                continue
+            self.closing.wait(pause)
+            pause = min(pause * 2, PAUSE_MAX_S)
+            self.wake.set()
+
     def close(self, retry_seconds: float = 30.0) -> None:
+        """Stop the sender, report drops, and send what is left for up to `retry_seconds`."""
+        self.closing.set()
+        self.wake.set()
+        self.sender.join()
+        if self.dropped:
+            log.warning("%s: %d metric events were dropped from a full buffer", self.trial, self.dropped)
+            self.publish(TrialEvent(trial=self.trial, dropped_events=self.dropped), bounded=False)
         deadline = time.monotonic() + retry_seconds
         while not self.flush() and time.monotonic() < deadline:
             time.sleep(1.0)

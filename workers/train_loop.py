@@ -7,9 +7,8 @@ group (workers.saliency_iterations prepares and finishes each one).
 from __future__ import annotations
 
 import dataclasses
-import resource
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,25 +16,24 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader
 
 from seg_models.base import split_outputs
-from seg_models.metrics import SCORE_NAMES
-from workers.checkpointing import (CHECKPOINT_FILE, RETENTION_SCORE, BestWeights, checkpoint_state, load_checkpoint,
-                                   save_checkpoint, scoring_setup)
-from workers.data import EpochRows, SplitDataset, make_loader, to_model_input
-from workers.evaluation import EVAL_SPLITS, broadcast_buffers, evaluate
-from workers.optim import build_optimizer, build_scheduler, step_scheduler
+from workers.checkpointing import CHECKPOINT_FILE, BestWeights, load_checkpoint
+from workers.data import EpochRows, IterationLoader, SplitDataset, make_loader, to_model_input, to_model_target
+from workers.evaluation import broadcast_buffers, evaluate
+from workers.optim import build_optimizer, build_scheduler, rescale_lr, step_scheduler
+from workers.reporting import epoch_report, peak_memory_mb, publish_epoch, rankable, report_with_checkpoint
 from workers.saliency_iterations import finish_iteration, last_finished_iteration, masks_dir, prepare_iteration
 from workers.seeding import loader_seed, seed_globals, worker_seed
 from workers.shards import rank_indices
 from workers.trial_run import IterationState, Progress, TrialRun, build_trial_run
-from workers.trial_spec import TrialContext, TrialSpec
-
+from workers.trial_spec import StartFrom, TrialContext, TrialSpec
 
 def train_loop_per_worker(config: dict) -> None:
-    run = setup(TrialSpec.model_validate(config["trial"]), TrialContext.model_validate(config["context"]))
-    progress, saved = restore(run)
+    run = dataclasses.replace(setup(TrialSpec.model_validate(config["trial"]), TrialContext.model_validate(
+        config["context"])), decisions=config.get("decisions"))
+    start_from = StartFrom.model_validate(config["start_from"]) if config.get("start_from") else None
+    progress, saved = restore(run, start_from)
     while progress.iteration <= run.trial.iterations:
         resuming = saved is not None and saved["progress"]["iteration"] == progress.iteration
         state = start_iteration(run, progress.iteration, saved if resuming else None)
@@ -54,15 +52,18 @@ def setup(trial: TrialSpec, context: TrialContext) -> TrialRun:
                            ray.train.torch.get_device(), ray.train.torch.prepare_model)
 
 
-def restore(run: TrialRun) -> tuple[Progress, dict | None]:
-    """Where to start: Ray Train's last checkpoint of this trial (after a worker failure), or the
-    last finished saliency iteration on disk if that is further along (Ray may not have
+def restore(run: TrialRun, start_from: StartFrom | None) -> tuple[Progress, dict | None]:
+    """Where to start: Ray Train's last checkpoint of this run (after a worker failure), else the
+    checkpoint Tune hands the trial (its own after a pause, another trial's when PBT exploits it),
+    or the last finished saliency iteration on disk if that is further along (Ray may not have
     registered the newest checkpoints when a worker died, and a restarted trial has none)."""
     saved = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
             saved = load_checkpoint(Path(directory) / CHECKPOINT_FILE, map_location=run.device)
+    elif start_from:
+        saved = load_checkpoint(start_from.checkpoint, map_location=run.device)
     finished = last_finished_iteration(run)
     if finished and (saved is None or saved["progress"]["iteration"] <= finished):
         run.core.load_state_dict(load_checkpoint(masks_dir(run, finished), map_location=run.device)["model"])
@@ -83,6 +84,8 @@ def start_iteration(run: TrialRun, iteration: int, saved: dict | None) -> Iterat
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None and saved.get("scheduler"):
             scheduler.load_state_dict(saved["scheduler"])
+        # PBT hands over another trial's state under a mutated lr: its schedule goes on, rescaled
+        rescale_lr(optimizer, scheduler, train.lr / saved["trial"]["train"]["lr"])
     train_data = run.datasets["train"].with_keep_masks(keep_masks)
     return IterationState(iteration=iteration, train_data=train_data, keep_masks=keep_masks,
                           loader=iteration_loader(run, train_data, iteration), optimizer=optimizer, scheduler=scheduler,
@@ -96,23 +99,52 @@ def train_epochs(run: TrialRun, state: IterationState, progress: Progress, best:
     for epoch in range(progress.next_epoch, train.epochs + 1):
         train_metrics = train_one_epoch(run, state, epoch)
         broadcast_buffers(run.core)
-        scores = {name: evaluate(run.core, run.datasets[name], run.rank, run.world_size, train.batch_size,
-                                 run.device, run.manifest, run.memory_format, train.loader_workers, run.pin_memory)
-                  for name in EVAL_SPLITS if name in run.datasets}
+        started = time.perf_counter()
+        scores = {name: evaluate_split(run, name) for name in epoch_splits(run)}
+        train_metrics["eval_time_s"] = time.perf_counter() - started
         value = run.target.value_of({"train": train_metrics, **scores})
         progress.record_epoch(epoch, value, run.target)
-        if run.trial.saliency and progress.best_epoch == epoch:  # only a saliency trial goes on from its best epoch
+        if progress.best_epoch == epoch:
             best.take(run.core, epoch)
         step_scheduler(state.scheduler, rankable(value, run.target.mode))
+        final = epoch == train.epochs or progress.patience_exhausted(train.early_stop_patience)
         # Published before the checkpoint is reported: a restart re-runs this epoch and its events
         # replace these (same trial, iteration, epoch, split), so nothing is lost or doubled.
         if run.publisher:
             publish_epoch(run, state.iteration, epoch, train_metrics, scores, progress)
-        report = epoch_report(run, state, progress, epoch, train_metrics, scores)
+        if final:
+            scores |= score_test_once(run, state.iteration, best)
+        report = epoch_report(run, state, progress, epoch, train_metrics, scores, final)
         report_with_checkpoint(run, state, progress, best, epoch, report)
-        if progress.patience_exhausted(train.early_stop_patience):
+        if final:
             progress.next_epoch = train.epochs + 1
             break
+
+
+def epoch_splits(run: TrialRun) -> list[str]:
+    """Scored every epoch: val, and test only when the target is a test score. Otherwise the test
+    split is scored once, by score_test_once: per epoch it would change no reported number."""
+    return [name for name in ("val", "test") if name in run.datasets and (name == "val" or run.target.split == "test")]
+
+
+def evaluate_split(run: TrialRun, name: str) -> dict:
+    train = run.trial.train
+    return evaluate(run.core, run.datasets[name], run.rank, run.world_size, train.batch_size, run.device,
+                    run.manifest, run.memory_format, train.loader_workers, run.pin_memory)
+
+
+def score_test_once(run: TrialRun, iteration: int, best: BestWeights) -> dict:
+    """The test split, scored with the best epoch's weights before the last report (a scheduler
+    may end the trial at any report), published as that epoch's test scores."""
+    if "test" not in run.datasets or "test" in epoch_splits(run):
+        return {}
+    current = {name: value.detach().clone() for name, value in run.core.state_dict().items()}
+    run.core.load_state_dict(best.weights)
+    scores = evaluate_split(run, "test")
+    run.core.load_state_dict(current)
+    if run.publisher:
+        run.publisher.metrics_event("test", best.epoch, scores, iteration)
+    return {"test": scores}
 
 
 def train_one_epoch(run: TrialRun, state: IterationState, epoch: int) -> dict:
@@ -124,7 +156,7 @@ def train_one_epoch(run: TrialRun, state: IterationState, epoch: int) -> dict:
     normalize = state.train_data.normalize
     for images, masks in epoch_loader(run, state, epoch):
         loss = training_loss(run, to_model_input(images, normalize, run.device, run.memory_format),
-                             masks.to(run.device, non_blocking=True))
+                             to_model_target(masks, run.device))
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         state.scaler.step(state.optimizer)
@@ -144,18 +176,18 @@ def epoch_rows(run: TrialRun, iteration: int, epoch: int) -> np.ndarray:
                         pad=True, iteration=iteration)
 
 
-def iteration_loader(run: TrialRun, train_data: SplitDataset, iteration: int) -> DataLoader:
+def iteration_loader(run: TrialRun, train_data: SplitDataset, iteration: int) -> IterationLoader:
     """The iteration's training loader: its workers (`loader_workers`) persist from epoch to epoch."""
     train = run.trial.train
-    return make_loader(train_data, EpochRows(epoch_rows(run, iteration, 0)), train.batch_size, training=True,
+    rows = EpochRows(lambda epoch: epoch_rows(run, iteration, epoch), train.batch_size)
+    return make_loader(train_data, rows, train.batch_size, training=True,
                        seed=loader_seed(train.seed, run.rank, iteration, 0), workers=train.loader_workers,
                        pin_memory=run.pin_memory)
 
 
-def epoch_loader(run: TrialRun, state: IterationState, epoch: int) -> DataLoader:
+def epoch_loader(run: TrialRun, state: IterationState, epoch: int) -> Iterator:
     """This rank's rows of the epoch, in the epoch's order, augmented as the epoch draws them."""
-    state.loader.sampler.set_epoch(epoch_rows(run, state.iteration, epoch), epoch)
-    return state.loader
+    return state.loader.epoch(epoch)
 
 
 def training_loss(run: TrialRun, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -165,56 +197,3 @@ def training_loss(run: TrialRun, images: torch.Tensor, masks: torch.Tensor) -> t
         if aux_logits is not None:
             loss = loss + getattr(run.core, "aux_weight", 0.0) * run.criterion(aux_logits.float(), masks)
     return loss
-
-
-def publish_epoch(run: TrialRun, iteration: int, epoch: int, train_metrics: dict, scores: dict,
-                  progress: Progress) -> None:
-    run.publisher.metrics_event("train", epoch, train_metrics, iteration)
-    for name, split_scores in scores.items():
-        run.publisher.metrics_event(name, epoch, split_scores, iteration)
-    run.publisher.best_event(iteration, epoch, progress.best_epoch, progress.best_metric, run.target)
-
-
-def rankable(value: float | None, mode: str) -> float:
-    # Reports and the plateau schedule take numbers: a missing score becomes the worst number for
-    # the mode, below every real score, 0.0 included.
-    if value is not None:
-        return value
-    return float("-inf") if mode == "max" else float("inf")
-
-
-def epoch_report(run: TrialRun, state: IterationState, progress: Progress, epoch: int, train_metrics: dict,
-                 scores: dict) -> dict:
-    """The epoch's figures, the job's target metric always among them, the decision, and the score
-    Ray Train keeps checkpoints by (workers.checkpointing.RETENTION_SCORE)."""
-    mode = run.context.target.mode
-    report = {"epoch": epoch, "iteration": state.iteration, "train_loss": train_metrics["loss"],
-              "best_epoch": progress.best_epoch, RETENTION_SCORE: float(progress.best_epoch == epoch),
-              "num_params": run.num_params}
-    for name, split_scores in scores.items():
-        report.update({f"{name}_{score}": rankable(split_scores[score], mode) for score in SCORE_NAMES})
-    report.setdefault(run.context.target.metric, rankable(None, mode))  # a dataset without its split
-    return report
-
-
-def report_with_checkpoint(run: TrialRun, state: IterationState, progress: Progress, best: BestWeights,
-                           epoch: int, report: dict) -> None:
-    """The checkpoint also holds the iteration's best weights when they are not its own model, so
-    a restart inside a saliency iteration still ends it with the model its best epoch scored."""
-    scoring = scoring_setup(run.world_size, run.trial.train.batch_size)
-    with tempfile.TemporaryDirectory() as directory:
-        checkpoint = None
-        if run.is_main:
-            save_checkpoint(Path(directory), checkpoint_state(
-                run.core, run.trial, run.context, run.manifest, optimizer=state.optimizer.state_dict(),
-                scheduler=state.scheduler.state_dict() if state.scheduler is not None else None,
-                progress=dataclasses.asdict(progress), epoch=epoch, metrics=report,
-                best_model=best.checkpoint_entry(epoch), scoring=scoring))
-            checkpoint = ray.train.Checkpoint.from_directory(directory)
-        ray.train.report(report, checkpoint=checkpoint)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

@@ -2,17 +2,20 @@
 the progress a checkpoint restores. The first two are complete when built and never reassigned."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from seg_models.base import count_parameters
 from seg_models.losses import build_loss, global_median_frequency_weights
 from seg_models.registry import build_model
-from workers.data import SplitDataset, build_datasets, open_labeled_splits
+from workers.augment import limit_augmentation_threads
+from workers.data import IterationLoader, SplitDataset, build_datasets, open_labeled_splits
 from workers.evaluation import EVAL_SPLITS, evaluation_protocol
+from workers.placement import gather_ranks, name_nodes
 from workers.publisher import MetricsPublisher
 from workers.saliency import KeepMasks
 from workers.seeding import configure_determinism
@@ -42,6 +45,9 @@ class TrialRun:
     pin_memory: bool  # page-locked loader batches, for asynchronous copies to a CUDA device
     target: Target  # what decides this trial's best epoch (see deciding_target)
     publisher: MetricsPublisher | None  # rank 0 only
+    # A Tune scheduler's channel: after each report but the last, rank 0 waits here until Tune has
+    # decided on it, so a stopped trial runs no epoch past its stop (None under FIFO)
+    decisions: Any = None
 
     @property
     def is_main(self) -> bool:
@@ -52,6 +58,9 @@ def build_trial_run(trial: TrialSpec, context: TrialContext, rank: int, world_si
                     prepare_model: Callable[[torch.nn.Module], torch.nn.Module]) -> TrialRun:
     """`prepare_model` wraps the model for distributed training (Ray Train's, in a worker)."""
     configure_determinism(trial.train.deterministic)
+    # Loader workers augment one core each and the worker itself then only trains; without them the
+    # worker augments on the CPUs Ray gave it, which Ray also sized torch's threads to.
+    limit_augmentation_threads(1 if trial.train.loader_workers else torch.get_num_threads())
     manifest = read_manifest(context.data)
     splits = open_labeled_splits(context.data, manifest, ("train", *EVAL_SPLITS))
     datasets = build_datasets(splits, manifest, trial.train.augment, trial.saliency.fill if trial.saliency else "zero",
@@ -66,9 +75,11 @@ def build_trial_run(trial: TrialSpec, context: TrialContext, rank: int, world_si
     if options.sync_batchnorm:
         built = torch.nn.SyncBatchNorm.convert_sync_batchnorm(built)
     model = prepare_model(built.to(memory_format=options.memory_format))
+    ranks = gather_ranks(rank, world_size)  # every rank takes part; rank 0 records one attempt
     publisher = MetricsPublisher(context.redis_url, context.events_stream, trial.name) if rank == 0 else None
     if publisher:
-        publisher.trial_event(num_params=num_params, protocol=evaluation_protocol(manifest))
+        publisher.trial_event(num_params=num_params, protocol=evaluation_protocol(manifest),
+                              ranks=name_nodes(ranks), attempt_started=time.time())
     return TrialRun(trial=trial, context=context, rank=rank, world_size=world_size, device=device,
                     manifest=manifest, splits=splits, datasets=datasets, model=model,
                     core=model.module if hasattr(model, "module") else model,
@@ -134,7 +145,7 @@ class IterationState:
     iteration: int
     train_data: SplitDataset
     keep_masks: KeepMasks | None
-    loader: DataLoader  # one per iteration, its workers persistent; moved from epoch to epoch (EpochRows)
+    loader: IterationLoader  # one per iteration, its workers persistent across the epochs (EpochRows)
     optimizer: torch.optim.Optimizer
     scheduler: object  # an LR scheduler, or None
     scaler: torch.amp.GradScaler

@@ -77,6 +77,16 @@ class TrialSpec(Strict):
         return self.saliency.iterations if self.saliency else 1
 
 
+class StartFrom(Strict):
+    """A checkpoint Tune hands a trial at its start: its own (resumed after a pause) or, when PBT
+    exploits another trial, that trial's, under this trial's (mutated) parameters."""
+
+    checkpoint: str  # a Ray Train checkpoint directory
+    trial: str  # the trial that wrote it
+    iteration: int = Field(1, ge=1)
+    epoch: int = Field(ge=1)
+
+
 class TrialContext(Strict):
     """Where a trial's workers find the job: its data, storage, event stream and target metric."""
 

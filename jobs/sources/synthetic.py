@@ -67,7 +67,7 @@ CLUTTER_STYLE = Style(weights=(0.6, 0.0, 0.0, 0.0, 0.4), subtle=0.5, spread=50.0
 OBJECT_STYLE = Style(weights=(0.0, 0.5, 0.5, 0.0, 0.0), subtle=0.0, spread=0.0, scale=0.5, hard=1.0)
 
 # Object size is the radius of the shape's bounding circle, as a fraction of the short side, so
-# that the extent is roughly 30-60% of the short side at any resolution.
+# that the extent is roughly 30-60% of the short side at any resolution (at the standard level).
 MIN_OBJECT_RADIUS = 0.15
 MAX_OBJECT_RADIUS = 0.30
 # Objects per square frame (proportionally more on a wide one: the same density per area).
@@ -86,6 +86,28 @@ CLUTTER_OPACITY = (0.35, 0.8)
 OCCLUDER_PROBABILITY = 0.05
 NOISE_SIGMA = (1.0, 3.0)
 
+@dataclass(frozen=True)
+class Difficulty:
+    """What varies with `--difficulty`: object sizes and counts, and how much clutter there is.
+
+    Colours and textures never vary with it (they carry no class at any level): an easier level has
+    fewer, larger objects and less clutter, so a small network tells the shapes apart in fewer steps.
+    """
+
+    radius: tuple[float, float]  # object radius range, a fraction of the short side
+    objects: tuple[int, int]  # objects per square frame, inclusive range
+    max_clutter: int  # background distractors per square frame, at most
+    occluder_probability: float
+
+
+DIFFICULTIES: dict[str, Difficulty] = {
+    "easy": Difficulty(radius=(0.22, 0.34), objects=(1, 3), max_clutter=1, occluder_probability=0.0),
+    "standard": Difficulty(radius=(MIN_OBJECT_RADIUS, MAX_OBJECT_RADIUS), objects=(MIN_OBJECTS, MAX_OBJECTS),
+                           max_clutter=MAX_CLUTTER, occluder_probability=OCCLUDER_PROBABILITY),
+}
+DEFAULT_DIFFICULTY = "standard"
+
+
 # An object's two pattern colours are the mean colour beneath it shifted by random RGB offsets of at
 # least this length (and at least this far from each other), wrapped around the cube. The object is
 # redrawn (up to CONTRAST_TRIES times, keeping the best draw) while more than 5% of its pixels are
@@ -98,21 +120,23 @@ CONTRAST_TRIES = 8
 CIRCLE_POINTS = 48
 
 
-def render_sample(seed: int, index: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def render_sample(seed: int, index: int, height: int, width: int,
+                  difficulty: str = DEFAULT_DIFFICULTY) -> tuple[np.ndarray, np.ndarray]:
     """Scene `index` of the dataset with this seed: image uint8 (H, W, 3) C-contiguous, mask uint8 (H, W)."""
     if height < 8 or width < 8:
         raise ValueError(f"synthetic scenes need at least 8x8 pixels, got {height}x{width}")
+    level = get_difficulty(difficulty)
     rng = np.random.default_rng([seed, index])
     short = min(height, width)
     image = paint_texture(rng, 0, 0, height, width, short, BACKGROUND_STYLE)
     mask = np.zeros((height, width), dtype=np.uint8)
 
-    for polygons in sample_clutter(rng, height, width):
+    for polygons in sample_clutter(rng, height, width, level):
         opacity = rng.uniform(*CLUTTER_OPACITY)
         paste_layer(rng, image, mask, polygons, 0, CLUTTER_STYLE, opacity=opacity)
-    for label, polygons in sample_objects(rng, height, width):
+    for label, polygons in sample_objects(rng, height, width, level):
         paste_layer(rng, image, mask, polygons, label, OBJECT_STYLE, stand_out=True)
-    for polygons in sample_occluders(rng, height, width):
+    for polygons in sample_occluders(rng, height, width, level):
         paste_layer(rng, image, mask, polygons, 0, CLUTTER_STYLE)
 
     image = apply_lighting(rng, image)
@@ -308,11 +332,12 @@ def make_arc(rng: np.random.Generator, centre: np.ndarray, radius: float, thickn
 # Scene layout
 
 
-def sample_clutter(rng: np.random.Generator, height: int, width: int) -> list[list[tuple[np.ndarray, int]]]:
+def sample_clutter(rng: np.random.Generator, height: int, width: int,
+                   level: Difficulty) -> list[list[tuple[np.ndarray, int]]]:
     """Background-class distractors: bars, small blobs and thin arcs."""
     short = min(height, width)
     aspect = max(height, width) / short
-    count = int(rng.integers(0, 1 + round(MAX_CLUTTER * aspect)))
+    count = int(rng.integers(0, 1 + round(level.max_clutter * aspect)))
     clutter = []
     for _ in range(count):
         kind = rng.choice(3, p=CLUTTER_KIND_WEIGHTS)
@@ -328,16 +353,18 @@ def sample_clutter(rng: np.random.Generator, height: int, width: int) -> list[li
     return clutter
 
 
-def sample_objects(rng: np.random.Generator, height: int, width: int) -> list[tuple[int, list[tuple[np.ndarray, int]]]]:
+def sample_objects(rng: np.random.Generator, height: int, width: int,
+                   level: Difficulty) -> list[tuple[int, list[tuple[np.ndarray, int]]]]:
     """A few labelled shapes, spread so that they overlap partly but rarely hide each other."""
     short = min(height, width)
     aspect = max(height, width) / short
-    count = int(rng.integers(round(MIN_OBJECTS * aspect), 1 + round(MAX_OBJECTS * aspect)))
+    fewest, most = level.objects
+    count = int(rng.integers(round(fewest * aspect), 1 + round(most * aspect)))
     placed: list[tuple[np.ndarray, float]] = []
     objects = []
     for _ in range(count):
         label = int(rng.integers(1, len(CLASS_NAMES)))
-        radius = rng.uniform(MIN_OBJECT_RADIUS, MAX_OBJECT_RADIUS) * short
+        radius = rng.uniform(*level.radius) * short
         centre = sample_centre(rng, height, width, radius, placed)
         placed.append((centre, radius))
         unit = make_unit_shape(rng, CLASS_NAMES[label])
@@ -359,9 +386,10 @@ def sample_centre(
     return centre
 
 
-def sample_occluders(rng: np.random.Generator, height: int, width: int) -> list[list[tuple[np.ndarray, int]]]:
+def sample_occluders(rng: np.random.Generator, height: int, width: int,
+                     level: Difficulty) -> list[list[tuple[np.ndarray, int]]]:
     """Rarely a thin background bar crosses in front of everything (a wire before the objects)."""
-    if rng.random() >= OCCLUDER_PROBABILITY:
+    if rng.random() >= level.occluder_probability:
         return []
     short = min(height, width)
     return [[(make_bar(rng, height, width, rng.uniform(0.015, 0.04) * short), 1)]
@@ -470,30 +498,47 @@ def degrade(rng: np.random.Generator, image: np.ndarray, short: int) -> np.ndarr
     return np.clip(noisy, 0.0, 255.0).round().astype(np.uint8)
 
 
-def load_synthetic(ref: tuple[int, int], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sample loader for preparation: `ref` is (seed, index)."""
-    seed, index = ref
-    return render_sample(seed, index, height, width)
+def get_difficulty(name: str) -> Difficulty:
+    try:
+        return DIFFICULTIES[name]
+    except KeyError:
+        raise DataError(f"--difficulty {name!r}: unknown level; valid: {', '.join(DIFFICULTIES)}") from None
 
 
-def synthetic_dataset(count: int, seed: int, split: tuple[float, float, float]) -> Dataset:
+def load_synthetic(ref: tuple, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample loader for preparation: `ref` is (seed, index) or (seed, index, difficulty)."""
+    return render_sample(*ref[:2], height, width, *ref[2:])
+
+
+def synthetic_dataset(count: int, seed: int, split: tuple[float, float, float],
+                      difficulty: str = DEFAULT_DIFFICULTY) -> Dataset:
     """The prepare-able description of `count` scenes, split by a seeded shuffle."""
     if count < 3:
         raise DataError(f"--count {count}: need at least 3 scenes (one per split)")
+    get_difficulty(difficulty)
     parts = seeded_split(count, split, seed)
+    # The standard level keeps the two-field ref, so that its datasets are described as before.
+    level = () if difficulty == DEFAULT_DIFFICULTY else (difficulty,)
+    options = {"count": count, "seed": seed, "split": list(split)}
+    if level:
+        options["difficulty"] = difficulty
     return Dataset(
         source="synthetic",
-        options={"count": count, "seed": seed, "split": list(split)},
+        options=options,
         class_names=list(CLASS_NAMES),
         palette=list(PALETTE),
-        splits={name: [Sample(f"synthetic/{i:06d}", (seed, int(i))) for i in rows] for name, rows in parts.items()},
+        splits={name: [Sample(f"synthetic/{i:06d}", (seed, int(i), *level)) for i in rows]
+                for name, rows in parts.items()},
         labeled={name: True for name in parts},
     )
 
 
 def list_synthetic(request: SourceRequest) -> Dataset:
-    return synthetic_dataset(request.options["--count"], request.seed, request.options["--split"])
+    return synthetic_dataset(request.options["--count"], request.seed, request.options["--split"],
+                             request.options.get("--difficulty", DEFAULT_DIFFICULTY))
 
 
 COUNT_FLAG = SourceFlag("--count", 200, "number of scenes")
+DIFFICULTY_FLAG = SourceFlag("--difficulty", DEFAULT_DIFFICULTY,
+                             f"scene level: {', '.join(DIFFICULTIES)} (easy: fewer, larger objects, less clutter)")
 SOURCE = Source("synthetic", list_synthetic, load_synthetic, flags=(COUNT_FLAG, SPLIT_FLAG), needs_root=False)

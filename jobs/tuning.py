@@ -1,0 +1,249 @@
+"""Tune's schedulers and search algorithms for a job, and the bridge from a trial's Train run to Tune.
+
+Schedulers decide on the epoch (`time_attr="epoch"`): Tune's `training_iteration` counts reports,
+and a saliency trial would restart it every iteration. Every report carries a Tune checkpoint that
+only points to the Train checkpoint it came with (`pointer.json`, a few hundred bytes, nothing
+copied): PBT hands a donor's pointer to the trial that exploits it, and a paused or restored trial
+gets its own back (jobs.sweep reads it). A trial that a scheduler ends is torn down with its Tune
+actor, so its outcome is published from the driver (`TrialOutcomes`), where the decision was made.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.train import Checkpoint
+from ray.train.v2.api.callback import UserCallback
+from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, PopulationBasedTraining, TrialScheduler
+from ray.util.queue import Empty, Queue
+
+from jobs.spec import SchedulerSpec
+from workers import storage
+from workers.publisher import MetricsPublisher
+from workers.reporting import FINAL_REPORT
+from workers.target import Target
+from workers.trial_spec import StartFrom
+
+POINTER_FILE = "pointer.json"
+TIME_ATTR = "epoch"
+LAST_EPOCH = "last_epoch"  # the epoch of a trial's last report, under a name no scheduler reads
+
+
+# --- schedulers ---------------------------------------------------------------------------------
+
+class StoppedTrials:
+    """Why a scheduler stopped each trial it stopped: trial id -> {reason, rung}."""
+
+    def __init__(self) -> None:
+        self.stops: dict[str, dict] = {}
+
+
+class RecordingASHA(ASHAScheduler, StoppedTrials):
+    """ASHA that keeps, for each trial it stops, the rung and the cutoff its value fell below."""
+
+    def __init__(self, **kwargs):
+        ASHAScheduler.__init__(self, **kwargs)
+        StoppedTrials.__init__(self)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        bracket = self._trial_info.get(trial.trial_id)
+        decision = super().on_trial_result(tune_controller, trial, result)
+        epoch = result.get(TIME_ATTR)
+        if decision == TrialScheduler.STOP and not result.get(FINAL_REPORT) and bracket is not None:
+            recorded = dict(next((r for milestone, r in bracket._rungs if milestone == epoch), {}))
+            cutoff = bracket.cutoff(recorded)
+            value = result.get(self._metric)
+            self.stops[trial.trial_id] = {
+                "rung": epoch,
+                "reason": f"asha: {self._metric} {value:.4g} at the epoch-{epoch} rung is below the top "
+                          f"1/{bracket.rf:g} of {len(recorded)} trials (cutoff {self._metric_op * cutoff:.4g})"}
+        return decision
+
+
+class RecordingHyperBand(HyperBandScheduler, StoppedTrials):
+    """HyperBand, which needs the epoch of every result, the last one's included (see report_epoch)."""
+
+    def __init__(self, **kwargs):
+        HyperBandScheduler.__init__(self, **kwargs)
+        StoppedTrials.__init__(self)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        return super().on_trial_result(tune_controller, trial, with_epoch(result))
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        super().on_trial_complete(tune_controller, trial, with_epoch(result))
+
+
+def with_epoch(result: dict) -> dict:
+    return result if TIME_ATTR in result or LAST_EPOCH not in result else {**result, TIME_ATTR: result[LAST_EPOCH]}
+
+
+def scheduler_for(spec: SchedulerSpec, target: Target, max_epochs: int, train_fields: dict[str, Any]):
+    """The Tune scheduler of a job (None: FIFO), its defaults scaled to the trials' epochs."""
+    if spec.kind == "fifo":
+        return None
+    common = {"time_attr": TIME_ATTR, "metric": target.metric, "mode": target.mode}
+    epochs = spec.max_epochs or max_epochs
+    if spec.kind == "asha":
+        return RecordingASHA(max_t=epochs, grace_period=spec.resolved_grace_period(epochs),
+                             reduction_factor=spec.reduction_factor, brackets=1, **common)
+    if spec.kind == "hyperband":
+        return RecordingHyperBand(max_t=epochs, reduction_factor=spec.reduction_factor, **common)
+    logging.getLogger("ray.tune.schedulers.pbt").setLevel(logging.INFO)  # its exploits, in the job's log
+    return PopulationBasedTraining(
+        perturbation_interval=spec.resolved_perturbation_interval(epochs), synch=spec.synch,
+        require_attrs=False,  # a trial's last report carries no epoch (see report_epoch)
+        hyperparam_mutations={"trial": {"train": mutations(spec.resolved_mutations(train_fields))}},
+        quantile_fraction=spec.quantile_fraction, resample_probability=spec.resample_probability, **common)
+
+
+def mutations(spaces: dict[str, Any]) -> dict[str, Any]:
+    """PBT's mutations as Tune domains: a list is a choice, a {kind: args} space its distribution."""
+    return {field: space if isinstance(space, list) else tune_domain(*next(iter(space.items())))
+            for field, space in spaces.items()}
+
+
+def tune_domain(kind: str, args: list):
+    if kind in ("grid", "choice"):
+        return tune.choice(args)
+    return getattr(tune, kind)(*args)
+
+
+# --- search algorithms ----------------------------------------------------------------------------
+
+def optuna_search(spaces: dict[str, dict[str, tuple[str, list]]], archs: list[str], target: Target, seed: int,
+                  constants: dict[str, Any]):
+    """Ray Tune's OptunaSearch (TPE, seeded) over the architectures and each one's searched fields."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(space=OptunaSpace(spaces, archs, constants), metric=target.metric, mode=target.mode,
+                        sampler=optuna.samplers.TPESampler(seed=seed))
+
+
+class OptunaSpace:
+    """Define-by-run (and picklable, for Tune's experiment state): the architecture, then its own
+    searched model fields and the train ones; the config is `{arch, model: {arch: {...}}, train: {...}}`
+    beside the job's `constants` and the suggestion's number (`index`, which names the trial)."""
+
+    def __init__(self, spaces: dict[str, dict[str, tuple[str, list]]], archs: list[str], constants: dict[str, Any]):
+        self.spaces, self.archs, self.constants = spaces, archs, constants
+
+    def __call__(self, trial) -> dict:
+        arch = trial.suggest_categorical("arch", self.archs)
+        for key, (kind, args) in self.spaces[arch].items():
+            suggest(trial, f"model/{arch}/{key}", kind, args)
+        for key, (kind, args) in self.spaces["train"].items():
+            suggest(trial, f"train/{key}", kind, args)
+        return self.constants | {"index": trial.number}  # Optuna numbers its trials 0, 1, 2, ...
+
+
+def suggest(trial, name: str, kind: str, args: list):
+    if kind in ("grid", "choice"):
+        return trial.suggest_categorical(name, args)
+    if kind == "randint":
+        return trial.suggest_int(name, args[0], args[1] - 1)
+    if kind == "quniform":
+        return trial.suggest_float(name, args[0], args[1], step=args[2])
+    return trial.suggest_float(name, args[0], args[1], log=kind == "loguniform")
+
+
+# --- from a Train run to Tune ---------------------------------------------------------------------
+
+class ForwardToTune(UserCallback):
+    """Runs in the Train controller: rank 0's report and where its checkpoint was stored, to the
+    trial function (forward_reports), which reports them to Tune with a pointer checkpoint."""
+
+    def __init__(self, queue: Queue, storage_location: str):
+        self.queue, self.storage_location = queue, storage_location
+
+    def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
+        # On URI storage Ray names the checkpoint by bucket and key: passed on as a URI that loads as it is.
+        where = (storage.location_of(checkpoint.filesystem, checkpoint.path, self.storage_location)
+                 if checkpoint else None)
+        self.queue.put({"metrics": dict(metrics[0]), "checkpoint": where})
+
+
+def fit_reporting_to_tune(trainer, queue: Queue, decisions: Queue | None, run_name: str, trial_name: str):
+    """trainer.fit() on a thread, while this one reports each forwarded epoch to Tune; the result.
+    Tune's report returns once the scheduler let the trial go on: `decisions` tells rank 0 so."""
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as error:  # raised again in the trial function's own thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=fit, name=f"fit-{trial_name}", daemon=True)
+    thread.start()
+    checkpoints: dict[tuple[int, int], str] = {}
+    while thread.is_alive() or not queue.empty():
+        try:
+            item = queue.get(timeout=0.5)
+        except Empty:
+            continue
+        report_epoch(item, checkpoints, run_name, trial_name)
+        if decisions is not None:
+            decisions.put(True)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def report_epoch(item: dict, checkpoints: dict[tuple[int, int], str], run_name: str, trial_name: str) -> None:
+    metrics, path = item["metrics"], item["checkpoint"]
+    iteration, epoch = metrics.get("iteration", 1), metrics["epoch"]
+    if path:
+        checkpoints[(iteration, epoch)] = path
+    metrics["best_checkpoint"] = checkpoints.get((iteration, metrics.get("best_epoch")))
+    if metrics.get(FINAL_REPORT):  # the trial ends here: no scheduler decides on it (nor perturbs it)
+        metrics[LAST_EPOCH] = metrics.pop(TIME_ATTR)
+    if not path:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        pointer = {"checkpoint": path, "trial": trial_name, "iteration": iteration, "epoch": epoch, "run": run_name}
+        (Path(directory) / POINTER_FILE).write_text(json.dumps(pointer))
+        tune.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+
+
+def start_point() -> tuple[StartFrom | None, str | None]:
+    """The checkpoint Tune hands this trial, if any, and the Train run that wrote it."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None, None
+    with checkpoint.as_directory() as directory:
+        pointer = json.loads((Path(directory) / POINTER_FILE).read_text())
+    run = pointer.pop("run")
+    return StartFrom(**pointer), run
+
+
+# --- outcomes the driver decides ------------------------------------------------------------------
+
+class TrialOutcomes(tune.Callback):
+    """Publishes the status of trials a scheduler ended: `stopped` with the reason, the epochs run
+    and the rung, or `finished` when the scheduler's stop came with the trial's last report."""
+
+    def __init__(self, redis_url: str, stream: str, scheduler, scheduler_kind: str):
+        self.redis_url, self.stream = redis_url, stream
+        self.scheduler, self.kind = scheduler, scheduler_kind
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        result = trial.last_result or {}
+        if TIME_ATTR not in result and LAST_EPOCH not in result:
+            return
+        publisher = MetricsPublisher(self.redis_url, self.stream, trial.custom_trial_name or str(trial))
+        if result.get(FINAL_REPORT):
+            publisher.trial_event("finished", best_checkpoint=result.get("best_checkpoint"))
+        else:
+            stop = getattr(self.scheduler, "stops", {}).get(trial.trial_id) or {
+                "reason": f"{self.kind}: stopped after epoch {result[TIME_ATTR]}", "rung": result[TIME_ATTR]}
+            publisher.trial_event("stopped", stopped_at_epoch=result[TIME_ATTR], **stop)
+        publisher.close()

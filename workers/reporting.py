@@ -1,0 +1,74 @@
+"""What a trial's workers tell the outside after each epoch: rank 0's events to Redis, and the
+report (with its checkpoint) to Ray Train, which forwards it to Tune's scheduler."""
+from __future__ import annotations
+
+import dataclasses
+import resource
+import tempfile
+from pathlib import Path
+
+import ray.train
+import torch
+
+from seg_models.metrics import SCORE_NAMES
+from workers.checkpointing import RETENTION_SCORE, BestWeights, checkpoint_state, save_checkpoint, scoring_setup
+from workers.trial_run import IterationState, Progress, TrialRun
+
+# The last report of a trial says so: Tune's schedulers may stop a trial at any report, so the
+# driver tells a trial that ran to its end from one a scheduler cut short by this flag.
+FINAL_REPORT = "final_report"
+
+
+def publish_epoch(run: TrialRun, iteration: int, epoch: int, train_metrics: dict, scores: dict,
+                  progress: Progress) -> None:
+    run.publisher.metrics_event("train", epoch, train_metrics, iteration)
+    for name, split_scores in scores.items():
+        run.publisher.metrics_event(name, epoch, split_scores, iteration)
+    run.publisher.best_event(iteration, epoch, progress.best_epoch, progress.best_metric, run.target)
+
+
+def rankable(value: float | None, mode: str) -> float:
+    # Reports and the plateau schedule take numbers: a missing score becomes the worst number for
+    # the mode, below every real score, 0.0 included.
+    if value is not None:
+        return value
+    return float("-inf") if mode == "max" else float("inf")
+
+
+def epoch_report(run: TrialRun, state: IterationState, progress: Progress, epoch: int, train_metrics: dict,
+                 scores: dict, final: bool) -> dict:
+    """The epoch's figures, the job's target metric always among them, the decision, and the score
+    Ray Train keeps checkpoints by (workers.checkpointing.RETENTION_SCORE)."""
+    mode = run.context.target.mode
+    report = {"epoch": epoch, "iteration": state.iteration, "train_loss": train_metrics["loss"],
+              "best_epoch": progress.best_epoch, RETENTION_SCORE: float(progress.best_epoch == epoch),
+              "num_params": run.num_params, "lr": train_metrics["lr"], FINAL_REPORT: final}
+    for name, split_scores in scores.items():
+        report.update({f"{name}_{score}": rankable(split_scores[score], mode) for score in SCORE_NAMES})
+    report.setdefault(run.context.target.metric, rankable(None, mode))  # a dataset without its split
+    return report
+
+
+def report_with_checkpoint(run: TrialRun, state: IterationState, progress: Progress, best: BestWeights,
+                           epoch: int, report: dict) -> None:
+    """The checkpoint also holds the iteration's best weights when they are not its own model, so
+    a restart still ends the iteration (and scores its test split) with the model its best epoch scored."""
+    scoring = scoring_setup(run.world_size, run.trial.train.batch_size)
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if run.is_main:
+            save_checkpoint(Path(directory), checkpoint_state(
+                run.core, run.trial, run.context, run.manifest, optimizer=state.optimizer.state_dict(),
+                scheduler=state.scheduler.state_dict() if state.scheduler is not None else None,
+                progress=dataclasses.asdict(progress), epoch=epoch, metrics=report,
+                best_model=best.checkpoint_entry(epoch), scoring=scoring))
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(report, checkpoint=checkpoint)
+    if run.decisions is not None and run.is_main and not report[FINAL_REPORT]:
+        run.decisions.get()  # the other ranks wait in the next epoch's first collective
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
