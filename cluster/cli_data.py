@@ -33,6 +33,7 @@ def data_prepare(
                                   help="leave out bad samples (listed in the manifest) instead of failing"),
     # The source flags reach open_source through ctx.params, by name: the registry knows which source takes which.
     count: Optional[int] = source_option("--count"),
+    difficulty: Optional[str] = source_option("--difficulty"),
     split: Optional[str] = source_option("--split"),
     label_mode: Optional[str] = source_option("--label-mode"),
     val_fraction: Optional[float] = source_option("--val-fraction"),

@@ -535,10 +535,10 @@ def synthetic_dataset(count: int, seed: int, split: tuple[float, float, float],
 
 def list_synthetic(request: SourceRequest) -> Dataset:
     return synthetic_dataset(request.options["--count"], request.seed, request.options["--split"],
-                             request.options.get("--difficulty", DEFAULT_DIFFICULTY))
+                             request.options["--difficulty"])
 
 
 COUNT_FLAG = SourceFlag("--count", 200, "number of scenes")
 DIFFICULTY_FLAG = SourceFlag("--difficulty", DEFAULT_DIFFICULTY,
                              f"scene level: {', '.join(DIFFICULTIES)} (easy: fewer, larger objects, less clutter)")
-SOURCE = Source("synthetic", list_synthetic, load_synthetic, flags=(COUNT_FLAG, SPLIT_FLAG), needs_root=False)
+SOURCE = Source("synthetic", list_synthetic, load_synthetic, flags=(COUNT_FLAG, SPLIT_FLAG, DIFFICULTY_FLAG), needs_root=False)
