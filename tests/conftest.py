@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from cluster.local import free_port, wait_for_port
+from cluster.local import ensure_auth_token, free_port, wait_for_port
+
+# Ray reads its auth mode once per process, and the CLI, run in this process by CliRunner, turns on
+# token auth (cluster.connect.use_token_auth): every Ray client and in-process cluster of the test
+# session uses the token from the start, so no test sees the other mode.
+os.environ["RAY_AUTH_MODE"] = "token"
+ensure_auth_token()
 
 SEGQ = str(Path(sys.executable).with_name("segq"))
 # The shared cluster's nodes hold S3 credentials, as a real cluster's would (tests/test_storage.py

@@ -56,11 +56,13 @@ def test_metric_events_land_in_redis(segq_env, finished_sweep):
     client, _ = redis_of(segq_env)
     events = [json.loads(fields["data"]) for _, fields in client.xrange(keys.events(job_id))]
     metrics = [e for e in events if e["type"] == "metrics"]
-    splits = ("train", "val", "test")
     for trial in {e["trial"] for e in metrics}:
         mine = [(e["epoch"], e["split"]) for e in metrics if e["trial"] == trial]
-        assert sorted(mine) == sorted((epoch, split) for epoch in range(1, EPOCHS + 1) for split in splits)
-    assert len(metrics) == len(LRS) * EPOCHS * len(splits)
+        best_epoch = [e["best_epoch"] for e in events if e["type"] == "best" and e["trial"] == trial][-1]
+        # train and val every epoch; test once, at the trial's end, with the best epoch's weights
+        assert sorted(mine) == sorted([(epoch, split) for epoch in range(1, EPOCHS + 1) for split in ("train", "val")]
+                                      + [(best_epoch, "test")])
+    assert len(metrics) == len(LRS) * (EPOCHS * 2 + 1)
     record = client.hgetall(keys.job(job_id))
     assert record["status"] == "finished" and record["ray_submission_id"] == job_id
 
