@@ -36,19 +36,13 @@ LAST_EPOCH = "last_epoch"  # the epoch of a trial's last report, under a name no
 
 # --- schedulers ---------------------------------------------------------------------------------
 
-class StoppedTrials:
-    """Why a scheduler stopped each trial it stopped: trial id -> {reason, rung}."""
-
-    def __init__(self) -> None:
-        self.stops: dict[str, dict] = {}
-
-
-class RecordingASHA(ASHAScheduler, StoppedTrials):
-    """ASHA that keeps, for each trial it stops, the rung and the cutoff its value fell below."""
+class RecordingASHA(ASHAScheduler):
+    """ASHA that keeps, for each trial it stops, the rung and the cutoff its value fell below:
+    `stops`, trial id -> {reason, rung} (TrialOutcomes publishes them)."""
 
     def __init__(self, **kwargs):
-        ASHAScheduler.__init__(self, **kwargs)
-        StoppedTrials.__init__(self)
+        super().__init__(**kwargs)
+        self.stops: dict[str, dict] = {}
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         bracket = self._trial_info.get(trial.trial_id)
@@ -65,12 +59,8 @@ class RecordingASHA(ASHAScheduler, StoppedTrials):
         return decision
 
 
-class RecordingHyperBand(HyperBandScheduler, StoppedTrials):
+class EpochHyperBand(HyperBandScheduler):
     """HyperBand, which needs the epoch of every result, the last one's included (see report_epoch)."""
-
-    def __init__(self, **kwargs):
-        HyperBandScheduler.__init__(self, **kwargs)
-        StoppedTrials.__init__(self)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         return super().on_trial_result(tune_controller, trial, with_epoch(result))
@@ -93,7 +83,7 @@ def scheduler_for(spec: SchedulerSpec, target: Target, max_epochs: int, train_fi
         return RecordingASHA(max_t=epochs, grace_period=spec.resolved_grace_period(epochs),
                              reduction_factor=spec.reduction_factor, brackets=1, **common)
     if spec.kind == "hyperband":
-        return RecordingHyperBand(max_t=epochs, reduction_factor=spec.reduction_factor, **common)
+        return EpochHyperBand(max_t=epochs, reduction_factor=spec.reduction_factor, **common)
     logging.getLogger("ray.tune.schedulers.pbt").setLevel(logging.INFO)  # its exploits, in the job's log
     return PopulationBasedTraining(
         perturbation_interval=spec.resolved_perturbation_interval(epochs), synch=spec.synch,

@@ -91,24 +91,25 @@ class TrialEvent(Contract):
         return self.model_dump(mode="json", exclude={"type", "trial", "ts"}, exclude_none=True)
 
 
-class MetricsEvent(Contract):
-    type: Literal["metrics"] = "metrics"
+class EpochEvent(Contract):
+    """What every event about one epoch of a trial's iteration carries, keyed so a replay replaces it."""
+
     trial: str
     ts: float = Field(default_factory=time.time)
     iteration: int = Field(1, ge=1)
     epoch: int = Field(ge=1)
+
+
+class MetricsEvent(EpochEvent):
+    type: Literal["metrics"] = "metrics"
     split: Literal["train", "val", "test"]
     metrics: Union[TrainMetrics, SplitScores]
 
 
-class BestEvent(Contract):
+class BestEvent(EpochEvent):
     """After `epoch`, the iteration's best epoch is `best_epoch`, with `value` of `metric`."""
 
     type: Literal["best"] = "best"
-    trial: str
-    ts: float = Field(default_factory=time.time)
-    iteration: int = Field(1, ge=1)
-    epoch: int = Field(ge=1)
     best_epoch: int = Field(ge=1)
     value: float | None
     metric: str
@@ -130,14 +131,10 @@ class SaliencyEvent(Contract):
     samples: str
 
 
-class PerturbationEvent(Contract):
+class PerturbationEvent(EpochEvent):
     """PBT made `trial` take over `donor`'s checkpoint of `epoch`, under the trial's mutated `train`."""
 
     type: Literal["perturbation"] = "perturbation"
-    trial: str
-    ts: float = Field(default_factory=time.time)
-    iteration: int = Field(1, ge=1)
-    epoch: int = Field(ge=1)
     donor: str
     train: dict[str, Any]
 
