@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from cluster import local
 from cluster.cli_context import endpoints_of, err, exit_unless_finished, settings_of
 from cluster.connect import Endpoints, connect_redis, jobs_client
 from cluster.settings import Settings
@@ -177,8 +178,9 @@ def deployment_of(settings: Settings, endpoints: Endpoints):
     redis_url = settings.cluster_redis_url or endpoints.redis_url
     if embedded:  # the driver runs here: a password in the URL moves into a 0600 file it reads
         redis_url = password_file_url(settings.resolved_home(), redis_url)
+    state = local.running_state(settings.resolved_home()) if embedded else None
     return Deployment(redis_url=redis_url, storage=storage, embedded=embedded,
-                      ray_address=endpoints.gcs_address if embedded else None)
+                      ray_address=state["ray"]["address"] if state else None)
 
 
 def trial_values(trial) -> dict:
