@@ -43,7 +43,7 @@ def data_prepare(
     """Prepare a dataset as Arrow shards, one Ray task per shard."""
     from rich.progress import Progress
 
-    from cluster.connect import init_ray
+    from cluster.connect import init_ray, shutdown_ray
     from jobs.prepare import parse_size, prepare
     from jobs.task_runner import run_ray_tasks
 
@@ -51,15 +51,20 @@ def data_prepare(
     dataset, loader = open_source(source, root, seed, skip_bad, given_source_flags(ctx.params))
     endpoints = endpoints_of(ctx, start_if_missing=True)
     init_ray(endpoints.gcs_address)
-    # Piped stderr gets no bar: it would leave a blank line before a one-line error.
-    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
-        bar = progress.add_task("writing shards", total=None)
+    try:
+        # Piped stderr gets no bar: it would leave a blank line before a one-line error.
+        with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+            bar = progress.add_task("writing shards", total=None)
 
-        def run_tasks(tasks):
-            return run_ray_tasks(tasks, lambda done, total: progress.update(bar, completed=done, total=total))
+            def run_tasks(tasks):
+                return run_ray_tasks(tasks, lambda done, total: progress.update(bar, completed=done, total=total))
 
-        manifest = prepare(dataset, loader, out.resolve(), height_width, shard_size, compression,
-                           overwrite, run_tasks, skip_bad=skip_bad)
+            manifest = prepare(dataset, loader, out.resolve(), height_width, shard_size, compression,
+                               overwrite, run_tasks, skip_bad=skip_bad)
+    finally:
+        # Leave the cluster before the interpreter exits: Ray's core worker may abort (and print a
+        # stack) when it is torn down at exit with a failed task's state still around.
+        shutdown_ray()
     report_prepared(manifest, out.resolve())
 
 

@@ -109,6 +109,13 @@ def try_jobs_client(dashboard_url: str | None):
         return None
 
 
+def shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def init_ray(address: str | None) -> None:
     """Join the cluster as a driver (data preparation); `auto` inside a Ray job."""
     use_token_auth()

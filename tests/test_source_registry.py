@@ -9,6 +9,7 @@ from seg_models.exceptions import SpecError
 
 SOURCE_FLAGS = {
     "--count": ["synthetic"],
+    "--difficulty": ["synthetic"],
     "--split": ["synthetic", "folder"],
     "--label-mode": ["cityscapes"],
     "--val-fraction": ["pets"],
