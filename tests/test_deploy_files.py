@@ -6,8 +6,10 @@ a broken copy, so a check that accepts anything cannot pass unnoticed."""
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -41,7 +43,8 @@ def test_compose_services_follow_the_security_and_port_defaults():
     services = load(COMPOSE)["services"]
     assert {"redis", "ray-head", "ray-worker", "aggregator"} <= set(services)
     redis_command = " ".join(services["redis"]["command"])
-    assert "--appendonly yes" in redis_command and "--requirepass" in redis_command
+    assert "--appendonly yes" in redis_command and "--appendfsync everysec" in redis_command
+    assert "--requirepass" not in redis_command  # `ps` would show it
     assert all(port.startswith("127.0.0.1:") for name in ("redis", "ray-head") for port in services[name]["ports"])
     head = " ".join(services["ray-head"]["command"])
     assert "--port=6379" not in head and "--dashboard-port=8265" in head
@@ -51,6 +54,33 @@ def test_compose_services_follow_the_security_and_port_defaults():
     assert DOCKERFILE.exists() and build["context"] == "." and build["args"]["TORCH_VARIANT"].startswith("cu")
     # The other services run the image ray-head builds, never one pulled under the same name.
     assert all(services[name]["pull_policy"] == "never" for name in ("ray-worker", "aggregator"))
+
+
+def test_compose_redis_command_requires_the_password_without_showing_it(tmp_path):
+    """The redis service's shell command, run here as compose would run it ($$ is a literal $):
+    Redis asks for the password, and no process command line holds it."""
+    import redis
+
+    from cluster.local import free_port, wait_for_port
+
+    service = load(COMPOSE)["services"]["redis"]
+    assert service["command"][:2] == ["sh", "-c"] and "SEGQ_REDIS_PASSWORD" in service["environment"]
+    port, password = free_port(), "not-in-ps-4c1e9b"
+    script = service["command"][2].replace("$$", "$").replace("/tmp/secret.conf", str(tmp_path / "secret.conf"))
+    script += f" --port {port} --bind 127.0.0.1 --dir {tmp_path} --save ''"
+    process = subprocess.Popen(["sh", "-c", script], env={"PATH": os.environ["PATH"], "SEGQ_REDIS_PASSWORD": password},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, 20, "redis-server", process.pid)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+        assert redis.Redis(port=port, password=password).ping()
+        assert (tmp_path / "secret.conf").stat().st_mode & 0o077 == 0
+        command_lines = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert "redis-server" in command_lines and password not in command_lines
+    finally:
+        process.terminate()
+        process.wait(20)
 
 
 # --- Ray cluster launcher ---------------------------------------------------------------------
