@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+SAME_WITHIN = 0.01  # val mIoU: closer than this, the two curves are not told apart
+
 
 def load_rows(path: str) -> list[dict]:
     return json.loads(Path(path).read_text())
@@ -71,7 +73,9 @@ def describe_saliency(rows: list[dict]) -> list[str]:
         shared = sorted(set(saliency) & set(control))[1:]  # iteration 1 trains on the same images
         if shared:
             gap = sum(saliency[i] - control[i] for i in shared) / len(shared)
-            verdict = "keeps more of the model's accuracy than" if gap > 0 else "does no better than"
+            verdict = ("keeps more of the model's accuracy than" if gap > SAME_WITHIN else
+                       "keeps less of the model's accuracy than" if gap < -SAME_WITHIN else
+                       "keeps about as much of the model's accuracy as")
             lines.append(f"  removing the least relevant pixels {verdict} removing random ones "
                          f"(mean gap {gap:+.3f} over iterations {shared[0]}-{shared[-1]})")
     return lines
