@@ -66,6 +66,8 @@ SAMPLES = typer.Option(None, "--samples", help="grid: repeats of the grid; rando
 SCHEDULER = typer.Option(None, "--scheduler", help="fifo, asha, hyperband or pbt, on the job's target metric "
                                                    "(settings: the spec's scheduler section)")
 MAX_CONCURRENT = typer.Option(None, "--max-concurrent", help="trials that run at once (default: as many as fit)")
+LOAD_FROM = typer.Option(None, "--load-from", help="a segq checkpoint (file, folder or URI) whose weights every "
+                                                   "trial starts from")
 DRY_RUN = typer.Option(False, "--dry-run", help="validate, print the trials and the resources; submit nothing")
 
 
@@ -85,6 +87,7 @@ def submit_sweep(
     samples: Optional[int] = SAMPLES,
     scheduler: Optional[str] = SCHEDULER,
     max_concurrent: Optional[int] = MAX_CONCURRENT,
+    load_from: Optional[str] = LOAD_FROM,
     name: Optional[str] = NAME,
     priority: int = PRIORITY,
     wait: bool = WAIT,
@@ -94,7 +97,8 @@ def submit_sweep(
     from jobs.spec import SweepSpec
 
     spec_data, source = merge_flags(
-        spec_file, {"data": data, "archs": split_list(arch), "name": name, "search": search, "samples": samples},
+        spec_file, {"data": data, "archs": split_list(arch), "name": name, "search": search, "samples": samples,
+                    "load_from": load_from},
         {"lr": as_value(split_list(lr, float)), "batch_size": as_value(split_list(batch_size, int)), "epochs": epochs},
         {"workers_per_trial": workers_per_trial, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker,
          "max_concurrent_trials": max_concurrent},
@@ -125,6 +129,7 @@ def submit_saliency(
     workers_per_trial: Optional[int] = WORKERS,
     cpus_per_worker: Optional[float] = CPUS,
     gpus_per_worker: Optional[float] = GPUS,
+    load_from: Optional[str] = LOAD_FROM,
     name: Optional[str] = NAME,
     priority: int = PRIORITY,
     wait: bool = WAIT,
@@ -137,7 +142,7 @@ def submit_saliency(
         spec_file,
         {"data": data, "archs": split_list(arch), "name": name, "iterations": iterations,
          "keep_percent": as_value(split_list(keep_percent, float)), "relevance": as_value(split_list(relevance)),
-         "fill": fill, "reinit": reinit, "controls": controls},
+         "fill": fill, "reinit": reinit, "controls": controls, "load_from": load_from},
         {"lr": as_value(split_list(lr, float)), "batch_size": as_value(split_list(batch_size, int)), "epochs": epochs},
         {"workers_per_trial": workers_per_trial, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker},
     )
@@ -157,10 +162,17 @@ def local_manifest(root: str, required: bool) -> dict | None:
 def validate(ctx: typer.Context, model, spec_data: dict, source: str | None):
     """The spec and its trials, validated and expanded once, before any connection is made."""
     from jobs.spec import SaliencySpec, expand_trials, parse_spec
+    from workers.trial_spec import TrainParams, TrialSpec
 
     spec = parse_spec(model, spec_data, source)
     trials = expand_trials(spec, source)
     manifest = local_manifest(spec.data, required=settings_of(ctx).embedded())
+    if spec.load_from:
+        from workers.checkpointing import check_starting_weights
+
+        check_starting_weights(spec.load_from, trials or [TrialSpec(name=arch, arch=arch, model=spec.models.get(arch, {}),
+                                                                      train=TrainParams()) for arch in spec.archs],
+                               manifest["num_classes"] if manifest else None)
     if isinstance(spec, SaliencySpec) and manifest is not None:
         background = spec.resolve_background(manifest)
         trials = [trial.model_copy(update={"saliency": trial.saliency.model_copy(

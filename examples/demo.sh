@@ -12,12 +12,15 @@ START=$(date +%s)
 $SEGQ up
 $SEGQ data prepare synthetic --out "$DATA" --size 32x32 --count 1600 --difficulty easy --seed 0
 SWEEP=$($SEGQ submit sweep examples/demo_sweep.yaml --data "$DATA" --wait | tail -n 1)
-SALIENCY=$($SEGQ submit saliency examples/demo_saliency.yaml --data "$DATA" --wait | tail -n 1)
+mkdir -p "$REPORTS/$SWEEP"
+$SEGQ summary "$SWEEP" --format json > "$REPORTS/$SWEEP/rows.json"
+# The saliency job starts from the sweep's best U-Net: a model that has learned.
+UNET=$(.venv/bin/python examples/demo_summary.py --best-checkpoint unet "$REPORTS/$SWEEP/rows.json")
+SALIENCY=$($SEGQ submit saliency examples/demo_saliency.yaml --data "$DATA" --load-from "$UNET" --wait | tail -n 1)
 echo
 $SEGQ summary "$SWEEP" --out "$REPORTS/$SWEEP"
 echo
 $SEGQ summary "$SALIENCY" --out "$REPORTS/$SALIENCY"
-$SEGQ summary "$SWEEP" --format json > "$REPORTS/$SWEEP/rows.json"
 $SEGQ summary "$SALIENCY" --format json > "$REPORTS/$SALIENCY/rows.json"
 echo
 .venv/bin/python examples/demo_summary.py "$REPORTS/$SWEEP/rows.json" "$REPORTS/$SALIENCY/rows.json"

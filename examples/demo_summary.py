@@ -2,6 +2,7 @@
 
 Usage: demo_summary.py REPORT_DIR/rows.json REPORT_DIR/rows.json (the sweep's, then the saliency job's;
 each written beside that job's report.html)
+       demo_summary.py --best-checkpoint ARCH REPORT_DIR/rows.json (the checkpoint of ARCH's best trial)
 """
 from __future__ import annotations
 
@@ -81,6 +82,14 @@ def describe_saliency(rows: list[dict]) -> list[str]:
     return lines
 
 
+def best_checkpoint(rows: list[dict], arch: str) -> str:
+    """The checkpoint of the architecture's best trial (the saliency job starts from it)."""
+    row = best_by_arch(rows).get(arch)
+    if row is None or not row.get("best_checkpoint"):
+        raise SystemExit(f"error: the sweep has no scored {arch} trial with a checkpoint")
+    return row["best_checkpoint"]
+
+
 def main(sweep_json: str, saliency_json: str) -> None:
     print("\n".join(describe_sweep(load_rows(sweep_json)) + describe_saliency(load_rows(saliency_json))))
     for path in (sweep_json, saliency_json):
@@ -88,4 +97,7 @@ def main(sweep_json: str, saliency_json: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if sys.argv[1] == "--best-checkpoint":
+        print(best_checkpoint(load_rows(sys.argv[3]), sys.argv[2]))
+    else:
+        main(*sys.argv[1:3])

@@ -239,6 +239,9 @@ class JobSpec(Strict):
     search_seed: int = Field(0, description="seed of every draw: the same spec gives the same trials")
     metric: str = Field("val_miou", description="the target that decides 'best' everywhere")
     mode: Literal["max", "min"] = "max"
+    load_from: str | None = Field(None, description="a segq checkpoint (checkpoint.pt, its folder or a storage URI) "
+                                                    "whose model weights every trial starts from; the optimizer "
+                                                    "and the schedule start afresh")
 
     @property
     def target(self) -> Target:
@@ -315,7 +318,8 @@ class JobSpec(Strict):
             varying = {**model_values, **train_values,
                        **{k: v for k, v in extra_combo.items() if len(extra_axes[k]) > 1}}
             trials.append(TrialSpec(name=name or trial_name(index + len(trials), arch, varying), arch=arch,
-                                    model=model, train=params, **self.resolve_extra(extra_combo)))
+                                    model=model, train=params, load_from=self.load_from,
+                                    **self.resolve_extra(extra_combo)))
         return trials
 
     def suggested_trial(self, name: str, arch: str, model_values: dict, train_values: dict) -> TrialSpec:

@@ -90,6 +90,24 @@ def test_checkpoint_holds_the_resolved_spec(segq_env, finished_sweep):
     assert state["dataset"]["class_names"][0] == "background" and state["epoch"] >= 1
 
 
+def test_a_trial_starts_from_the_weights_it_is_given(segq_env, finished_sweep, tiny_dataset):
+    """--load-from: the same trial (lr, seed, data) as the sweep's first, for one epoch, from that
+    trial's best checkpoint. From random weights its first epoch's loss would be the sweep trial's own
+    first, to the last digit (the run is seeded); from trained weights it starts lower."""
+    job_id, _ = finished_sweep
+    rows = {row["params"]["train"]["lr"]: row for row in json.loads(
+        run_segq("summary", job_id, "--format", "json", env=segq_env, check=True).stdout)}
+    source = rows[LRS[0]]
+    result = run_segq("submit", "sweep", "--data", str(tiny_dataset), "--arch", "unet", "--lr", str(LRS[0]),
+                      "--epochs", "1", "--workers-per-trial", "2", "--batch-size", "4",
+                      "--load-from", source["best_checkpoint"], "--wait", env=segq_env, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    loaded = json.loads(run_segq("summary", result.stdout.strip().splitlines()[-1], "--format", "json",
+                                 env=segq_env, check=True).stdout)[0]
+    assert loaded["status"] == "finished"
+    assert loaded["train_loss"][0] < source["train_loss"][0] - 0.05, (loaded["train_loss"], source["train_loss"])
+
+
 def eval_val_miou(env, checkpoint: str, data) -> float:
     result = run_segq("eval", checkpoint, "--data", str(data), "--format", "json", env=env, check=True)
     return json.loads(result.stdout)["scores"]["miou"]

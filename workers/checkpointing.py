@@ -118,6 +118,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def check_starting_weights(location: str, trials: list[TrialSpec], num_classes: int | None) -> None:
+    """`load_from`: a segq checkpoint whose weights fit every trial's model, tensor for tensor (the
+    same architecture and model options, and the dataset's number of classes when it is known)."""
+    from seg_models.registry import build_model
+
+    try:
+        state = load_checkpoint(location)
+    except CheckpointError as error:
+        raise CheckpointError(f"load_from: {error}") from None
+    saved = {key: tuple(value.shape) for key, value in state["model"].items()}
+    built: dict[str, str] = {}
+    for trial in trials:
+        model = repr((trial.arch, sorted(trial.model.items())))
+        if model in built:
+            continue
+        shapes = {key: tuple(value.shape) for key, value in
+                  build_model(trial.arch, num_classes or state["num_classes"], trial.model).state_dict().items()}
+        built[model] = trial.name
+        if shapes != saved:
+            source = state["trial"]
+            raise CheckpointError(
+                f"load_from: {location} holds a {source['arch']} model {source['model']} of {state['num_classes']} "
+                f"classes, whose weights do not fit trial {trial.name} ({trial.arch} {trial.model}"
+                f"{f' of {num_classes} classes' if num_classes else ''}); give a checkpoint of the same "
+                "architecture, model options and classes")
+
+
 def why_unloadable(error: Exception) -> str:
     """torch's reason in one line, without its advice to load with weights_only=False (that would
     run whatever code the file holds)."""

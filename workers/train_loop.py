@@ -69,6 +69,8 @@ def restore(run: TrialRun, start_from: StartFrom | None) -> tuple[Progress, dict
         run.core.load_state_dict(load_checkpoint(masks_dir(run, finished), map_location=run.device)["model"])
         return Progress(iteration=finished + 1), None
     if saved is None:
+        if run.trial.load_from:  # the spec's starting weights (checked at submission to fit)
+            run.core.load_state_dict(load_checkpoint(run.trial.load_from, map_location=run.device)["model"])
         return Progress(), None
     run.core.load_state_dict(saved["model"])
     return Progress(**saved["progress"]), saved

@@ -71,6 +71,7 @@ class TrialSpec(Strict):
     model: dict[str, Any]
     train: TrainParams
     saliency: SaliencyParams | None = None
+    load_from: str | None = None  # a segq checkpoint whose model weights the trial starts from
 
     @property
     def iterations(self) -> int:
