@@ -170,9 +170,11 @@ def validate(ctx: typer.Context, model, spec_data: dict, source: str | None):
     if spec.load_from:
         from workers.checkpointing import check_starting_weights
 
-        check_starting_weights(spec.load_from, trials or [TrialSpec(name=arch, arch=arch, model=spec.models.get(arch, {}),
-                                                                      train=TrainParams()) for arch in spec.archs],
-                               manifest["num_classes"] if manifest else None)
+        # Optuna suggests its trials as the job runs: each architecture with its fixed options stands in
+        models = spec.sections()[0]
+        check_starting_weights(spec.load_from, trials or [
+            TrialSpec(name=arch, arch=arch, model=models[arch].fixed, train=TrainParams()) for arch in spec.archs],
+            manifest["num_classes"] if manifest else None)
     if isinstance(spec, SaliencySpec) and manifest is not None:
         background = spec.resolve_background(manifest)
         trials = [trial.model_copy(update={"saliency": trial.saliency.model_copy(

@@ -92,8 +92,8 @@ def test_checkpoint_holds_the_resolved_spec(segq_env, finished_sweep):
 
 def test_a_trial_starts_from_the_weights_it_is_given(segq_env, finished_sweep, tiny_dataset):
     """--load-from: the same trial (lr, seed, data) as the sweep's first, for one epoch, from that
-    trial's best checkpoint. From random weights its first epoch's loss would be the sweep trial's own
-    first, to the last digit (the run is seeded); from trained weights it starts lower."""
+    trial's best checkpoint. From the same seeded random weights its first epoch would repeat the sweep
+    trial's first; from trained weights its loss starts well below it."""
     job_id, _ = finished_sweep
     rows = {row["params"]["train"]["lr"]: row for row in json.loads(
         run_segq("summary", job_id, "--format", "json", env=segq_env, check=True).stdout)}
