@@ -128,14 +128,14 @@ def check_starting_weights(location: str, trials: list[TrialSpec], num_classes: 
     except CheckpointError as error:
         raise CheckpointError(f"load_from: {error}") from None
     saved = {key: tuple(value.shape) for key, value in state["model"].items()}
-    built: dict[str, str] = {}
+    checked: set[str] = set()
     for trial in trials:
         model = repr((trial.arch, sorted(trial.model.items())))
-        if model in built:
+        if model in checked:
             continue
         shapes = {key: tuple(value.shape) for key, value in
                   build_model(trial.arch, num_classes or state["num_classes"], trial.model).state_dict().items()}
-        built[model] = trial.name
+        checked.add(model)
         if shapes != saved:
             source = state["trial"]
             raise CheckpointError(
