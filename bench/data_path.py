@@ -9,15 +9,20 @@ Then, in this one process, on the same frames:
   (a) the seed notebook's loop: cv2.imread + cv2.resize + /255 per sample, image and mask;
   (b) a torch DataLoader over the PNGs, 2 workers, the same per-sample work, batches of `--batch`;
   (c) the segq reader (workers.data.SplitDataset + make_loader), no augmentation, 0 loader workers;
-  (d) the segq reader with `basic` augmentation, 0 and 2 loader workers (persistent, over `EpochRows`).
+  (d) the segq reader with `basic` augmentation, 0 and 2 loader workers (one live loader over `EpochRows`),
+      and with 2 workers and torch's default collation instead of segq's BatchRing (d2t);
 
 The segq reader yields uint8 batches: their normalisation runs on the training device
 (workers.data.to_model_input), so it is not part of the host's data path measured here.
-Each case gets one untimed warm-up pass, then timed passes until `--seconds` have gone by; (d) draws a
-new epoch's augmentation each pass. Anonymous memory (RssAnon, of this process and its loader
-workers) is read after the first and the fourth timed pass of (d) with 2 workers.
+The cases take turns, in blocks of about `--block-seconds` of timed passes, until each has had
+`--seconds`: the speed of this machine's cores drifts, and taking turns lets every case see the same
+drift. Each case's first pass is an untimed warm-up; a block of (d) with workers starts with an
+untimed pass too (it takes what the workers prefetched while they waited), and after every block
+the loader workers finish their prefetch before the next case starts, so no case runs beside
+another's workers. (d) draws a new epoch's augmentation each pass. Anonymous memory (RssAnon, of
+this process and the loader workers of (d) with 2 workers) is read after its first and fourth timed pass.
 
-    .venv/bin/python bench/data_path.py [--frames 64] [--batch 8] [--seconds 4]
+    .venv/bin/python bench/data_path.py [--frames 64] [--batch 8] [--seconds 6] [--block-seconds 1]
 """
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ from jobs.prepare import prepare
 from jobs.sources.folder import folder_dataset, load_folder
 from jobs.sources.synthetic import CLASS_NAMES, render_sample
 from workers.augment import Normalize, limit_augmentation_threads, train_transform
-from workers.data import EpochRows, SplitDataset, make_loader
+from workers.data import PREFETCH_BATCHES, EpochRows, SplitDataset, loader_context, make_loader
 from workers.shards import ShardedSplit
 
 HEIGHT, WIDTH = 256, 512
@@ -91,19 +96,6 @@ class PngDataset(Dataset):
         return torch.from_numpy(image.astype(np.float32).transpose(2, 0, 1)), torch.from_numpy(mask.astype(np.int64))
 
 
-def images_per_s(run_pass: Callable[[int], int], seconds: float, after_pass: Callable[[int], None] | None = None,
-                 min_passes: int = 1) -> float:
-    """One warm-up pass, then passes until `seconds` have gone by, and at least `min_passes`."""
-    run_pass(0)
-    images, passes, start = 0, 0, time.perf_counter()
-    while passes < min_passes or time.perf_counter() - start < seconds:
-        passes += 1
-        images += run_pass(passes)
-        if after_pass:
-            after_pass(passes)
-    return images / (time.perf_counter() - start)
-
-
 def count_batches(batches: Iterable) -> int:
     return sum(len(images) for images, _ in batches)
 
@@ -117,14 +109,50 @@ def png_loader(pairs: list[tuple[str, str]], batch: int) -> Callable[[int], int]
     return lambda _: count_batches(loader)
 
 
-def segq_reader(dataset: SplitDataset, batch: int, workers: int) -> tuple[Callable[[int], int], DataLoader]:
+def segq_reader(dataset: SplitDataset, batch: int, workers: int) -> Callable[[int], int]:
     """Each pass is the next epoch, as the train loop moves its iteration's loader along."""
     rows = EpochRows(lambda epoch: np.random.default_rng(epoch).permutation(len(dataset)), batch)
     loader = make_loader(dataset, rows, batch, training=True, workers=workers)
-    return lambda epoch: count_batches(loader.epoch(epoch + 1)), loader.loader
+    return lambda epoch: count_batches(loader.epoch(epoch))
 
 
-def rss_anon_kib(pids: list[int]) -> int:
+def torch_collated_reader(dataset: SplitDataset, batch: int, workers: int) -> Callable[[int], int]:
+    """(d) as segq read it before workers.data.BatchRing: the same rows, workers and prefetch, and
+    torch's default collation, which gives each batch a fresh shared-memory file."""
+    rows = EpochRows(lambda epoch: np.random.default_rng(epoch).permutation(len(dataset)), batch)
+    loader = DataLoader(dataset, batch_sampler=rows, num_workers=workers, prefetch_factor=PREFETCH_BATCHES,
+                        multiprocessing_context=loader_context(), persistent_workers=True)
+    iterator = iter(loader)
+    return lambda _: sum(len(next(iterator)[0]) for _ in range(rows.batches_per_epoch))
+
+
+def child_pids() -> set[int]:
+    """This process's children: the loader workers alive now."""
+    return {int(pid) for task in Path("/proc/self/task").iterdir()
+            for pid in (task / "children").read_text().split()}
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_idle_workers() -> None:
+    """Until the loader workers have stopped working (their prefetch is full), so that the next
+    block runs alone."""
+    before = cpu_seconds(child_pids())
+    while True:
+        time.sleep(0.1)
+        now = cpu_seconds(child_pids())
+        if now == before:
+            return
+        before = now
+
+
+def rss_anon_kib(pids: set[int]) -> int:
     total = 0
     for pid in pids:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -133,28 +161,76 @@ def rss_anon_kib(pids: list[int]) -> int:
     return total
 
 
-def loader_pids(loader: DataLoader) -> list[int]:
-    iterator = loader._iterator  # persistent workers: kept by the loader between passes
-    return [os.getpid()] + ([worker.pid for worker in iterator._workers] if iterator is not None else [])
+class Case:
+    """One way of reading the frames: `run_pass(n)` reads them once (as epoch n) and says how many.
+    A case with loader workers that prefetch across passes (`prefetches`) starts each block with an
+    untimed pass, which takes what they prefetched while the other cases ran."""
+
+    def __init__(self, run_pass: Callable[[int], int], prefetches: bool = False):
+        self.run_pass, self.prefetches = run_pass, prefetches
+        self.passes, self.timed_passes, self.images, self.seconds = 0, 0, 0, 0.0
+
+    def next_pass(self) -> int:
+        self.passes += 1
+        return self.run_pass(self.passes)
+
+    def block(self, seconds: float, after_pass: Callable[[int], None] | None = None) -> None:
+        """Timed passes until `seconds` have gone by, then a wait until its loader workers are idle."""
+        if self.prefetches or self.passes == 0:
+            self.next_pass()
+        start = time.perf_counter()
+        while True:
+            images = self.next_pass()
+            elapsed = time.perf_counter() - start
+            self.images, self.timed_passes = self.images + images, self.timed_passes + 1
+            if after_pass:
+                after_pass(self.timed_passes)
+            if elapsed >= seconds:
+                break
+        self.seconds += elapsed
+        wait_for_idle_workers()
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.seconds
 
 
-def measure(pairs: list[tuple[str, str]], split: ShardedSplit, batch: int, seconds: float) -> tuple[dict, dict]:
+def interleaved_rates(cases: dict[str, Case], seconds: float, block_seconds: float,
+                      after_pass: dict[str, Callable[[int], None]]) -> dict[str, float]:
+    """Blocks of about `block_seconds` of each case in turn, until every case has `seconds` of timed
+    passes. This machine's speed drifts (its cores are shared with other virtual machines) by up to
+    a factor of 1.5 within a minute; cases that take turns see the same drift, so their ratios hold."""
+    while min(case.seconds for case in cases.values()) < seconds:
+        for key, case in cases.items():
+            if case.seconds < seconds:
+                case.block(block_seconds, after_pass.get(key))
+    return {key: case.rate for key, case in cases.items()}
+
+
+def measure(pairs: list[tuple[str, str]], split: ShardedSplit, batch: int, seconds: float,
+            block_seconds: float) -> tuple[dict, dict]:
     normalize = Normalize(split.manifest["mean"], split.manifest["std"])
     plain = SplitDataset(split, None, normalize)
     basic = SplitDataset(split, train_transform("basic", HEIGHT, WIDTH, split.manifest["ignore_index"]), normalize)
-    rates = {"(a)": images_per_s(seed_loop(pairs), seconds),
-             "(b)": images_per_s(png_loader(pairs, batch), seconds),
-             "(c)": images_per_s(segq_reader(plain, batch, 0)[0], seconds),
-             "(d0)": images_per_s(segq_reader(basic, batch, 0)[0], seconds)}
+    cases = {"(a)": Case(seed_loop(pairs)), "(b)": Case(png_loader(pairs, batch)),
+             "(c)": Case(segq_reader(plain, batch, 0)), "(d0)": Case(segq_reader(basic, batch, 0))}
+    torch_collated = Case(torch_collated_reader(basic, batch, 2), prefetches=True)  # forks its workers now
+    others = child_pids()
+    cases["(d2)"] = Case(segq_reader(basic, batch, 2), prefetches=True)
+    cases["(d2t)"] = torch_collated
     memory = {}
-    run_pass, loader = segq_reader(basic, batch, 2)
-    rates["(d2)"] = images_per_s(run_pass, seconds, lambda done: memory.setdefault(done, rss_anon_kib(
-        loader_pids(loader))) if done in (1, 4) else None, min_passes=4)
-    return rates, memory
+
+    def read_memory(done: int) -> None:
+        # Anonymous memory of this process and (d2)'s loader workers, after (d2)'s first and fourth pass.
+        if done in (1, 4) and done not in memory:
+            memory[done] = rss_anon_kib({os.getpid()} | (child_pids() - others))
+
+    return interleaved_rates(cases, seconds, block_seconds, {"(d2)": read_memory}), memory
 
 
 CASES = {"(a)": "seed's loop", "(b)": "DataLoader over PNGs, 2 workers", "(c)": "segq reader, no augmentation",
-         "(d0)": "segq reader, `basic`, 0 loader workers", "(d2)": "segq reader, `basic`, 2 loader workers"}
+         "(d0)": "segq reader, `basic`, 0 loader workers", "(d2)": "segq reader, `basic`, 2 loader workers",
+         "(d2t)": "(d2) with torch's default collation instead of segq's BatchRing"}
 SECTION_TITLE = "# Data path: segq's shard reader against per-file loading"
 
 
@@ -174,7 +250,13 @@ def load_average() -> str:
 
 def ratios_of(rates: dict) -> dict:
     return {"(c)/(a)": rates["(c)"] / rates["(a)"], "(c)/(b)": rates["(c)"] / rates["(b)"],
-            "(d2)/(d0)": rates["(d2)"] / rates["(d0)"]}
+            "(d2)/(d0)": rates["(d2)"] / rates["(d0)"], "(d2)/(d2t)": rates["(d2)"] / rates["(d2t)"]}
+
+
+def target_verdict(key: str, value: float) -> str:
+    if key not in TARGETS:
+        return "the gain of BatchRing, no target"
+    return f">= {TARGETS[key]}x: {verdict(value >= TARGETS[key])}"
 
 
 def verdict(met: bool) -> str:
@@ -192,8 +274,7 @@ def results_section(machine: dict, rates: dict, memory: dict, command: str, load
              "| case | images/s |", "|---|---|"]
     lines += [f"| {key} {name} | {rates[key]:.1f} |" for key, name in CASES.items()]
     lines += ["", "| ratio | measured | target |", "|---|---|---|"]
-    lines += [f"| {key} | {value:.2f}x | >= {TARGETS[key]}x: {verdict(value >= TARGETS[key])} |"
-              for key, value in ratios_of(rates).items()]
+    lines += [f"| {key} | {value:.2f}x | {target_verdict(key, value)} |" for key, value in ratios_of(rates).items()]
     lines += [f"| RssAnon after 4 passes / after 1 | {memory[4] / 1024:.1f} / {memory[1] / 1024:.1f} MiB = "
               f"{growth:.3f} | within 10%: {verdict(abs(growth - 1) <= 0.10)} |", "", READING, ""]
     return "\n".join(lines)
@@ -206,16 +287,22 @@ Then, on the same 256x512 frames, in batches of 8, it measures: (a) the seed not
 (c) the segq reader without augmentation (uint8 batches; their normalisation runs on the training
 device and is not in this figure), (d) the segq reader with the `basic` albumentations preset with
 0 and with 2 loader workers (one pass = one epoch of the 64 frames, through the train loop's
-`EpochRows`), and the anonymous memory (RssAnon of the process and its loader workers) after 1 and
-after 4 passes. `make bench` rewrites this section."""
+`EpochRows`), and (d2t) as (d2) but with torch's default collation instead of segq's BatchRing,
+and the anonymous memory (RssAnon of the process and its loader workers) after 1 and
+after 4 passes. The cases take turns in blocks of about a second until each has had 6 timed
+seconds, so that a drift in the machine's speed (its cores are shared with other virtual machines)
+falls on all of them alike. `make bench` rewrites this section."""
 
 
 READING = """Reading: reading rows from the memory-mapped shards is two orders of magnitude faster than decoding
 and resizing files, and memory stays flat across passes. Each process here has one OpenCV thread and one
 torch thread, as in a Ray train worker with one CPU (workers.trial_run sizes OpenCV's pool to the
 worker's CPUs, and to one with loader workers, which then each augment on one core). Masks travel as
-uint8 (widened to int64 on the device), so a batch of 8 carries 4 MiB through shared memory instead
-of 11 MiB, and the loader reads epoch after epoch from one live iterator (workers.data.IterationLoader),
+uint8 (widened to int64 on the device), so a batch of 8 carries 4 MiB instead of 11 MiB, and loader
+workers write their batches into a ring of shared-memory slots that outlive the batch
+(workers.data.BatchRing): with torch's default collation each batch got a fresh shared-memory file,
+whose 1024 pages the worker then faulted in one by one: (d2) against (d2t) is what that cost.
+The loader reads epoch after epoch from one live iterator (workers.data.IterationLoader),
 so its workers keep prefetching across the end of a pass instead of waiting for the next one to
 start. The other processes on the machine (see the load average) share the same two cores."""
 
@@ -236,7 +323,7 @@ def print_results(rates: dict, memory: dict) -> None:
     for key, name in CASES.items():
         print(f"{key:5} {rates[key]:9.1f} images/s  {name}")
     for key, value in ratios_of(rates).items():
-        print(f"{key:10} {value:7.2f}x  (target >= {TARGETS[key]}x: {'met' if value >= TARGETS[key] else 'NOT met'})")
+        print(f"{key:10} {value:7.2f}x  ({target_verdict(key, value).replace('**not met**', 'NOT met')})")
     growth = memory[4] / memory[1]
     print(f"RssAnon (this process + loader workers, during (d2)): after 1 pass {memory[1] / 1024:.1f} MiB, "
           f"after 4 {memory[4] / 1024:.1f} MiB, ratio {growth:.3f} (target within 10%: "
@@ -247,7 +334,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per case, at least 4 passes")
+    parser.add_argument("--seconds", type=float, default=6.0, help="timed seconds per case (d2: at least 4 passes)")
+    parser.add_argument("--block-seconds", type=float, default=1.0,
+                        help="the cases take turns, about this long each")
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"),
                         help="rewrite this benchmark's section there (default bench/RESULTS.md)")
     parser.add_argument("--no-results", action="store_true", help="print the figures only")
@@ -264,7 +353,7 @@ def main() -> None:
         split = prepare_shards(Path(scratch) / "frames", Path(scratch) / "shards")
         print(f"{args.frames} frames {HEIGHT}x{WIDTH}, stored as {FULL_HEIGHT}x{FULL_WIDTH} PNGs and prepared to "
               f"{HEIGHT}x{WIDTH} shards in {time.perf_counter() - start:.1f}s; batches of {args.batch}")
-        rates, memory = measure(pairs, split, args.batch, args.seconds)
+        rates, memory = measure(pairs, split, args.batch, args.seconds, args.block_seconds)
     print_results(rates, memory)
     load_after = load_average()
     print(f"load average after: {load_after}")

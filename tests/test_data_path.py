@@ -1,11 +1,15 @@
 """The data path: loader workers change the speed, not the batches; uint8 batches are normalised on
 the device exactly as the host used to; GPU-only options on a CPU are ignored with one notice."""
+import time
+
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from workers.augment import Normalize, train_transform
-from workers.data import EpochRows, SplitDataset, make_loader, to_model_input
+from workers.data import (BatchRing, EpochRows, SlotBatch, SplitDataset, loader_context, make_loader, stack_samples,
+                          to_model_input)
 from workers.evaluation import evaluate
 from workers.shards import ShardedSplit
 from workers.train_loop import start_iteration, train_one_epoch
@@ -48,13 +52,44 @@ def test_loader_workers_give_the_same_augmented_batches(dataset_dir):
     assert not torch.equal(alone[0][0], epoch_batches(dataset, 0, (3,))[0][0])  # another epoch, another draw
 
 
+def test_loader_workers_put_their_batches_into_the_ring(dataset_dir, monkeypatch):
+    received = []
+    take = BatchRing.take
+    monkeypatch.setattr(BatchRing, "take", lambda ring, batch, pin: received.append(type(batch)) or take(ring, batch, pin))
+    split = ShardedSplit(dataset_dir, "train")
+    dataset = SplitDataset(split, train_transform("basic", HEIGHT, WIDTH, 255),
+                           Normalize(split.manifest["mean"], split.manifest["std"]), seed=7)
+    epoch_batches(dataset, 2, (1, 2))
+    assert received and set(received) == {SlotBatch}  # none fell back to a shared-memory tensor
+
+
+def test_a_worker_whose_next_slot_is_taken_sends_a_tensor_instead(dataset_dir):
+    """One slot, and a worker four batches ahead: the batches behind the first cannot wait for it,
+    and come as tensors; every batch still holds its own rows."""
+    split = ShardedSplit(dataset_dir, "train")
+    dataset = SplitDataset(split, None, Normalize(split.manifest["mean"], split.manifest["std"]))
+    ring = BatchRing(1, 1, 2, dataset.sample_shapes)
+    loader = DataLoader(dataset, batch_size=2, sampler=list(range(8)), num_workers=1, prefetch_factor=4,
+                        collate_fn=ring.put, multiprocessing_context=loader_context())
+    kinds, batches = [], []
+    for index, batch in enumerate(loader):
+        if index == 0:
+            time.sleep(1.0)  # the worker fills its prefetch meanwhile
+        kinds.append(type(batch))
+        batches.append(ring.take(batch, pin_memory=False))
+    assert kinds[0] is SlotBatch and tuple in kinds
+    for index, (images, masks) in enumerate(batches):
+        expected_images, expected_masks = stack_samples([dataset[row] for row in (2 * index, 2 * index + 1)])
+        assert torch.equal(images, expected_images) and torch.equal(masks, expected_masks)
+
+
 def test_an_epoch_key_reads_the_row_as_that_epochs_dataset(dataset_dir):
     split = ShardedSplit(dataset_dir, "train")
     dataset = SplitDataset(split, train_transform("basic", HEIGHT, WIDTH, 255),
                            Normalize(split.manifest["mean"], split.manifest["std"]), seed=3)
     image, mask = dataset[(4, 1)]
     expected_image, expected_mask = dataset.for_epoch(0, 4)[1]
-    assert torch.equal(image, expected_image) and torch.equal(mask, expected_mask)
+    assert np.array_equal(image, expected_image) and np.array_equal(mask, expected_mask)
 
 
 def test_device_normalisation_equals_the_host_one(dataset_dir):

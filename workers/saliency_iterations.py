@@ -18,7 +18,7 @@ import torch.distributed as dist
 from seg_models.exceptions import SpecError
 from seg_models.registry import build_model
 from workers.checkpointing import BestWeights, checkpoint_state, save_checkpoint, scoring_setup
-from workers.data import to_model_input
+from workers.data import copy_rows, to_model_input
 from workers.saliency import (KeepMasks, foreground_relevance, iteration_dir, random_relevance, read_meta,
                               select_keep, write_meta, write_rank_masks)
 from workers.samples import write_sample_grid
@@ -107,8 +107,8 @@ def compute_keep_masks(run: TrialRun, state: IterationState, directory: Path) ->
     keeps = [np.zeros((0, height, width), bool)]
     for start in range(0, len(rows), batch_size):
         batch_rows = rows[start:start + batch_size].tolist()
-        images = to_model_input(torch.stack([plain[row][0] for row in batch_rows]), plain.normalize, run.device,
-                                run.memory_format)
+        images = copy_rows([plain[row][0] for row in batch_rows], run.pin_memory)
+        images = to_model_input(images, plain.normalize, run.device, run.memory_format)
         relevance = pixel_relevance(run, state.iteration, batch_rows, images)
         kept = kept_pixels(state.keep_masks, batch_rows, height * width, run.device)
         selected = select_keep(relevance, kept, run.trial.saliency.keep_percent)
