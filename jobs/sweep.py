@@ -74,7 +74,8 @@ def run_trial(config: dict) -> None:
     from ray import tune
     from ray.util.queue import Queue
 
-    from jobs.tuning import ForwardToTune, fit_reporting_to_tune, start_point
+    from jobs.forwarding import ForwardToTune
+    from jobs.tuning import fit_reporting_to_tune, start_point
 
     trial = trial_of(config, tune.get_context().get_trial_name())
     context = TrialContext.model_validate(config["context"])
@@ -98,10 +99,8 @@ def run_trial(config: dict) -> None:
     trainer = trainer_for(trial, context, resources, [ForwardToTune(queue, context.storage)], run_name, start_from,
                           keep_all=config.get("scheduler") == "pbt", decisions=decisions)
     try:
-        result = fit_reporting_to_tune(trainer, queue, decisions, run_name or f"{context.job_id}-{trial.name}",
-                                       trial.name)
-        if result.error:
-            raise result.error
+        final_report = fit_reporting_to_tune(trainer, queue, decisions, run_name or f"{context.job_id}-{trial.name}",
+                                             trial.name)
     except SystemExit:  # Tune ended the trial (a scheduler's decision): the driver publishes why
         publisher.close()
         raise
@@ -110,7 +109,7 @@ def run_trial(config: dict) -> None:
                               wall_time_s=time.time() - started, **facts)
         publisher.close()
         raise
-    best = best_checkpoint_path(result, trial, context)
+    best = best_checkpoint_path(final_report, trial, context)
     publisher.trial_event("finished", wall_time_s=time.time() - started, best_checkpoint=best, **facts)
     publisher.close()
 
@@ -125,17 +124,13 @@ def trial_of(config: dict, name: str) -> TrialSpec:
     return TrialSpec.model_validate({**config["trial"], "name": name})
 
 
-def best_checkpoint_path(result, trial: TrialSpec, context: TrialContext) -> str | None:
-    """The checkpoint of the epoch the workers published as best: their last report names it, and
-    retention always keeps it (None only if no epoch was reported). A saliency trial ends with its
-    last iteration's stored model, the model of that iteration's best epoch."""
+def best_checkpoint_path(final_report: dict, trial: TrialSpec, context: TrialContext) -> str | None:
+    """The checkpoint of the epoch the workers published as best, as the final report names it
+    (jobs.tuning.report_epoch; retention always keeps it). A saliency trial ends with its last
+    iteration's stored model, the model of that iteration's best epoch."""
     if trial.saliency:
         return str(iteration_dir(context.data, context.job_id, trial.name, trial.iterations) / CHECKPOINT_FILE)
-    last = result.metrics or {}
-    named = [checkpoint for checkpoint, metrics in result.best_checkpoints or []
-             if (metrics.get("iteration"), metrics.get("epoch")) == (last.get("iteration"), last.get("best_epoch"))]
-    # Ray names a checkpoint on a URI storage by its bucket and key: give it back as a URI
-    return storage.location_of(named[-1].filesystem, named[-1].path, context.storage) if named else None
+    return final_report.get("best_checkpoint")
 
 
 def trial_trainable():

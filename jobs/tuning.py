@@ -9,6 +9,7 @@ actor, so its outcome is published from the driver (`TrialOutcomes`), where the 
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import tempfile
@@ -18,7 +19,6 @@ from typing import Any
 
 from ray import tune
 from ray.train import Checkpoint
-from ray.train.v2.api.callback import UserCallback
 from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, PopulationBasedTraining, TrialScheduler
 from ray.util.queue import Empty, Queue
 
@@ -145,23 +145,14 @@ def suggest(trial, name: str, kind: str, args: list):
 
 # --- from a Train run to Tune ---------------------------------------------------------------------
 
-class ForwardToTune(UserCallback):
-    """Runs in the Train controller: rank 0's report and where its checkpoint was stored, to the
-    trial function (forward_reports), which reports them to Tune with a pointer checkpoint."""
+def fit_reporting_to_tune(trainer, queue: Queue, decisions: Queue | None, run_name: str, trial_name: str) -> dict:
+    """trainer.fit() on a thread, while this one reports each forwarded epoch to Tune; the metrics
+    of the run's final report, as reported. Tune's report returns once the scheduler let the trial go
+    on: `decisions` tells rank 0 so.
 
-    def __init__(self, queue: Queue, storage_location: str):
-        self.queue, self.storage_location = queue, storage_location
-
-    def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
-        # On URI storage Ray names the checkpoint by bucket and key: passed on as a URI that loads as it is.
-        where = (storage.location_of(checkpoint.filesystem, checkpoint.path, self.storage_location)
-                 if checkpoint else None)
-        self.queue.put({"metrics": dict(metrics[0]), "checkpoint": where})
-
-
-def fit_reporting_to_tune(trainer, queue: Queue, decisions: Queue | None, run_name: str, trial_name: str):
-    """trainer.fit() on a thread, while this one reports each forwarded epoch to Tune; the result.
-    Tune's report returns once the scheduler let the trial go on: `decisions` tells rank 0 so."""
+    The trial ends with its final report, which comes after its last checkpoint was stored: the Train
+    run then shuts its worker group down on its own thread (about 2 s), while Tune starts the next
+    trial, in this process under FIFO (see SHUTTING_DOWN)."""
     outcome: dict[str, Any] = {}
 
     def fit() -> None:
@@ -178,30 +169,54 @@ def fit_reporting_to_tune(trainer, queue: Queue, decisions: Queue | None, run_na
             item = queue.get(timeout=0.5)
         except Empty:
             continue
-        report_epoch(item, checkpoints, run_name, trial_name)
+        metrics = report_epoch(item, checkpoints, run_name, trial_name)
+        if metrics.get(FINAL_REPORT):
+            SHUTTING_DOWN.append(thread)
+            return metrics
         if decisions is not None:
             decisions.put(True)
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["result"]
+    raise RuntimeError(f"trial {trial_name}: its Train run ended without a final report")
 
 
-def report_epoch(item: dict, checkpoints: dict[tuple[int, int], str], run_name: str, trial_name: str) -> None:
-    metrics, path = item["metrics"], item["checkpoint"]
+# Train runs whose trials have ended, still shutting their worker groups down; the trial process
+# waits for them before it exits, so that each run ends as finished rather than cut off.
+SHUTTING_DOWN: list[threading.Thread] = []
+
+
+@atexit.register
+def wait_for_shutdowns(timeout_s: float = 60.0) -> None:
+    for thread in SHUTTING_DOWN:
+        thread.join(timeout_s)
+
+
+def report_epoch(item: dict, checkpoints: dict[tuple[int, int], str], run_name: str, trial_name: str) -> dict:
+    """Reports a forwarded epoch to Tune; the metrics as reported."""
+    metrics, path = with_best_checkpoint(item, checkpoints), item["checkpoint"]
     iteration, epoch = metrics.get("iteration", 1), metrics["epoch"]
-    if path:
-        checkpoints[(iteration, epoch)] = path
-    metrics["best_checkpoint"] = checkpoints.get((iteration, metrics.get("best_epoch")))
     if metrics.get(FINAL_REPORT):  # the trial ends here: no scheduler decides on it (nor perturbs it)
         metrics[LAST_EPOCH] = metrics.pop(TIME_ATTR)
     if not path:
         tune.report(metrics)
-        return
+        return metrics
     with tempfile.TemporaryDirectory() as directory:
         pointer = {"checkpoint": path, "trial": trial_name, "iteration": iteration, "epoch": epoch, "run": run_name}
         (Path(directory) / POINTER_FILE).write_text(json.dumps(pointer))
         tune.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+    return metrics
+
+
+def with_best_checkpoint(item: dict, checkpoints: dict[tuple[int, int], str]) -> dict:
+    """A forwarded epoch's metrics, with `best_checkpoint`: where the checkpoint of the epoch the
+    workers published as best was stored (Ray Train's retention keeps it, see
+    jobs.sweep.checkpoint_config). `checkpoints` collects each (iteration, epoch)'s."""
+    metrics = item["metrics"]
+    if item["checkpoint"]:
+        checkpoints[(metrics.get("iteration", 1), metrics["epoch"])] = item["checkpoint"]
+    metrics["best_checkpoint"] = checkpoints.get((metrics.get("iteration", 1), metrics.get("best_epoch")))
+    return metrics
 
 
 def start_point() -> tuple[StartFrom | None, str | None]:

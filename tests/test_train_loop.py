@@ -13,6 +13,7 @@ import torch
 
 from jobs.inference import load_trained_model
 from jobs.sweep import best_checkpoint_path, checkpoint_config
+from jobs.tuning import with_best_checkpoint
 from seg_models.metrics import SCORE_NAMES
 from workers.checkpointing import (CHECKPOINT_FILE, RETENTION_SCORE, BestWeights, checkpoint_state, load_checkpoint,
                                    save_checkpoint)
@@ -110,14 +111,15 @@ def split_scores(miou: float | None) -> dict:
 
 def retain_with_ray(storage: Path, values: list[float | None], target: Target, splits=("val",)):
     """Report one epoch per value to Ray Train's own checkpoint manager, configured and scored as a
-    trial's are; return the published decision, the epochs whose checkpoints survive, and Ray's result."""
+    trial's are; return the published decision, the epochs whose checkpoints survive, and the last
+    report as the trial function gets it (each epoch forwarded with where its checkpoint went)."""
     from ray.train import Checkpoint
     from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import CheckpointManager
     from ray.train.v2._internal.execution.storage import StorageContext
     from ray.train.v2._internal.execution.training_report import _TrainingReport
 
     run = SimpleNamespace(context=SimpleNamespace(target=MAX), num_params=10)
-    progress, reports = Progress(), []
+    progress, reports, checkpoints = Progress(), [], {}
 
     async def report_epochs():  # the manager notifies its listeners on the running event loop
         context = StorageContext(str(storage), "trial")
@@ -130,11 +132,12 @@ def retain_with_ray(storage: Path, values: list[float | None], target: Target, s
             directory = Path(context.build_checkpoint_path_from_name(f"epoch-{epoch}"))
             directory.mkdir(parents=True)
             manager.register_checkpoint(_TrainingReport(Checkpoint(str(directory)), reports[-1], False))
-        return [(result.checkpoint, result.metrics) for result in manager.best_checkpoint_results]
+            forwarded = with_best_checkpoint({"metrics": dict(reports[-1]), "checkpoint": str(directory)}, checkpoints)
+        return forwarded
 
-    best_checkpoints = asyncio.run(report_epochs())
+    last_report = asyncio.run(report_epochs())
     kept = sorted(int(path.name.split("-")[1]) for path in (storage / "trial").glob("epoch-*"))
-    return progress.best_epoch, kept, SimpleNamespace(metrics=reports[-1], best_checkpoints=best_checkpoints)
+    return progress.best_epoch, kept, last_report
 
 
 @pytest.mark.parametrize("values, target, splits, best", [
@@ -146,18 +149,18 @@ def retain_with_ray(storage: Path, values: list[float | None], target: Target, s
     ([0.9, 0.5, 0.5, 0.7], MIN, ("test",), 2),  # no val split: the training loss decides
 ])
 def test_retention_keeps_the_published_best_epoch_whatever_the_ties(tmp_path, values, target, splits, best):
-    decided, kept, result = retain_with_ray(tmp_path, values, target, splits)
+    decided, kept, last_report = retain_with_ray(tmp_path, values, target, splits)
     assert decided == best and kept == sorted({best, len(values)})
     trial = TrialSpec(name="000_unet", arch="unet", model=MODEL, train=TrainParams())
-    named = best_checkpoint_path(result, trial, context_for(tmp_path, "sweep-test"))
-    assert named == str(tmp_path / "trial" / f"epoch-{best}")
+    named = best_checkpoint_path(last_report, trial, context_for(tmp_path, "sweep-test"))
+    assert named == str(tmp_path / "trial" / f"epoch-{best}") and Path(named).is_dir()
 
 
 def test_a_saliency_trial_names_its_last_iteration_model(tmp_path):
     trial = TrialSpec(name="000_unet", arch="unet", model=MODEL, train=TrainParams(),
                       saliency=SaliencyParams(iterations=3))
-    result = SimpleNamespace(metrics={"epoch": 1, "iteration": 3, "best_epoch": 1}, best_checkpoints=[])
-    assert best_checkpoint_path(result, trial, context_for(tmp_path, "sweep-test")) == str(
+    last_report = {"epoch": 1, "iteration": 3, "best_epoch": 1, "best_checkpoint": None}
+    assert best_checkpoint_path(last_report, trial, context_for(tmp_path, "sweep-test")) == str(
         tmp_path / "keep_masks" / "sweep-test" / "000_unet" / "iteration-03" / CHECKPOINT_FILE)
 
 

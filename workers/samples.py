@@ -3,20 +3,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from workers.palette import colour_classes  # noqa: E402
-from workers.saliency import KeepMasks, apply_fill  # noqa: E402
+from workers.palette import colour_classes
+from workers.saliency import KeepMasks, apply_fill
 
 SAMPLES = 8
 
 
 def write_sample_grid(dataset, path: Path, keep_masks: KeepMasks | None, title: str, count: int = SAMPLES) -> Path:
     """First `count` training rows: image as trained (removed pixels filled) over its coloured mask."""
+    # Imported here: every train worker imports this module, and only saliency iterations draw.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     split = dataset.split
     count = min(count, len(split))
     figure, axes = plt.subplots(2, count, figsize=(1.6 * count, 3.4), squeeze=False)
