@@ -28,12 +28,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
@@ -48,6 +45,8 @@ from jobs.sources.synthetic import CLASS_NAMES, render_sample
 from workers.augment import Normalize, limit_augmentation_threads, train_transform
 from workers.data import PREFETCH_BATCHES, EpochRows, SplitDataset, loader_context, make_loader
 from workers.shards import ShardedSplit
+
+from results_file import Run, add_arguments, publish, section, table, verdict  # noqa: E402 (bench/ is on the path)
 
 HEIGHT, WIDTH = 256, 512
 FULL_HEIGHT, FULL_WIDTH = 1024, 2048
@@ -234,20 +233,6 @@ CASES = {"(a)": "seed's loop", "(b)": "DataLoader over PNGs, 2 workers", "(c)": 
 SECTION_TITLE = "# Data path: segq's shard reader against per-file loading"
 
 
-def machine_facts() -> dict:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
-    import ray
-
-    return {"cpus": os.cpu_count(), "model": model, "python": platform.python_version(), "torch": torch.__version__,
-            "ray": ray.__version__, "opencv": cv2.__version__, "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}",
-            "load_before": load_average()}
-
-
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 def ratios_of(rates: dict) -> dict:
     return {"(c)/(a)": rates["(c)"] / rates["(a)"], "(c)/(b)": rates["(c)"] / rates["(b)"],
             "(d2)/(d0)": rates["(d2)"] / rates["(d0)"], "(d2)/(d2t)": rates["(d2)"] / rates["(d2t)"]}
@@ -259,25 +244,15 @@ def target_verdict(key: str, value: float) -> str:
     return f">= {TARGETS[key]}x: {verdict(value >= TARGETS[key])}"
 
 
-def verdict(met: bool) -> str:
-    return "met" if met else "**not met**"
-
-
-def results_section(machine: dict, rates: dict, memory: dict, command: str, load_after: str) -> str:
+def results_section(run: Run, rates: dict, memory: dict) -> str:
     """This benchmark's section of bench/RESULTS.md, from one run's figures."""
     growth = memory[4] / memory[1]
-    lines = [SECTION_TITLE, "", DESCRIPTION, "",
-             "Command (from the repository root):", "", "```", command, "```", "",
-             f"Machine: `nproc` = {machine['cpus']}, CPU `{machine['model']}`; Python {machine['python']}, "
-             f"torch {machine['torch']}, Ray {machine['ray']}, OpenCV {machine['opencv']}. Run on {machine['date']} "
-             f"UTC, load average before {machine['load_before']}, after {load_after}.", "",
-             "| case | images/s |", "|---|---|"]
-    lines += [f"| {key} {name} | {rates[key]:.1f} |" for key, name in CASES.items()]
-    lines += ["", "| ratio | measured | target |", "|---|---|---|"]
-    lines += [f"| {key} | {value:.2f}x | {target_verdict(key, value)} |" for key, value in ratios_of(rates).items()]
-    lines += [f"| RssAnon after 4 passes / after 1 | {memory[4] / 1024:.1f} / {memory[1] / 1024:.1f} MiB = "
-              f"{growth:.3f} | within 10%: {verdict(abs(growth - 1) <= 0.10)} |", "", READING, ""]
-    return "\n".join(lines)
+    body = table(["case", "images/s"], [[f"{key} {name}", f"{rates[key]:.1f}"] for key, name in CASES.items()])
+    body += [""] + table(["ratio", "measured", "target"], [
+        [key, f"{value:.2f}x", target_verdict(key, value)] for key, value in ratios_of(rates).items()] + [
+        ["RssAnon after 4 passes / after 1", f"{memory[4] / 1024:.1f} / {memory[1] / 1024:.1f} MiB = {growth:.3f}",
+         f"within 10%: {verdict(abs(growth - 1) <= 0.10)}"]])
+    return section(SECTION_TITLE, DESCRIPTION, run, body, READING)
 
 
 DESCRIPTION = """`bench/data_path.py` renders `--frames` (64) synthetic scenes, stores them as 1024x2048 PNGs (as a dataset on
@@ -307,18 +282,6 @@ so its workers keep prefetching across the end of a pass instead of waiting for 
 start. The other processes on the machine (see the load average) share the same two cores."""
 
 
-def write_section(results: Path, section: str) -> None:
-    """Replace this benchmark's section of `results` (from its title to the next title), or add it."""
-    text = results.read_text() if results.exists() else ""
-    start = text.find(SECTION_TITLE)
-    if start < 0:
-        results.write_text(text.rstrip("\n") + ("\n\n" if text else "") + section)
-        return
-    following = text.find("\n# ", start + len(SECTION_TITLE))
-    rest = text[following + 1:] if following >= 0 else ""
-    results.write_text(text[:start] + section + ("\n" + rest if rest else ""))
-
-
 def print_results(rates: dict, memory: dict) -> None:
     for key, name in CASES.items():
         print(f"{key:5} {rates[key]:9.1f} images/s  {name}")
@@ -337,16 +300,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="timed seconds per case (d2: at least 4 passes)")
     parser.add_argument("--block-seconds", type=float, default=1.0,
                         help="the cases take turns, about this long each")
-    parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"),
-                        help="rewrite this benchmark's section there (default bench/RESULTS.md)")
-    parser.add_argument("--no-results", action="store_true", help="print the figures only")
+    add_arguments(parser)
     args = parser.parse_args()
     # As in a Ray train worker with one CPU (workers.trial_run sizes OpenCV's pool to torch's threads);
     # the loaders' parallelism is the variable.
     torch.set_num_threads(1)
     limit_augmentation_threads(torch.get_num_threads())
-    machine = machine_facts()
-    print(f"machine: {machine}")
+    run = Run({"OpenCV": cv2.__version__})
+    print(f"machine: {run.describe()}")
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         pairs = write_frames(Path(scratch) / "frames", args.frames)
@@ -355,12 +316,8 @@ def main() -> None:
               f"{HEIGHT}x{WIDTH} shards in {time.perf_counter() - start:.1f}s; batches of {args.batch}")
         rates, memory = measure(pairs, split, args.batch, args.seconds, args.block_seconds)
     print_results(rates, memory)
-    load_after = load_average()
-    print(f"load average after: {load_after}")
-    if not args.no_results:
-        command = " ".join([".venv/bin/python bench/data_path.py", *sys.argv[1:]])
-        write_section(args.results, results_section(machine, rates, memory, command, load_after))
-        print(f"wrote its section of {args.results}")
+    run.finish()
+    publish(args, SECTION_TITLE, results_section(run, rates, memory))
 
 
 if __name__ == "__main__":

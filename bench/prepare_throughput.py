@@ -8,7 +8,7 @@ processes and imports the loaders), then times `--repeats` preparations. Worker 
 over `--rounds` subprocesses and the best run of each is reported (the machine may be shared, so
 the load average is printed too).
 
-    .venv/bin/python bench/prepare_throughput.py [--images 24] [--size 256x512] [--workers 1,2]
+    .venv/bin/python bench/prepare_throughput.py [--images 24] [--size 256x512] [--workers 1,2] [--no-results]
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from results_file import Run, add_arguments, publish, section, table  # noqa: E402 (bench/ is on the path)
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_HEIGHT, SOURCE_WIDTH = 1024, 2048
@@ -82,6 +84,34 @@ def run_child(root: Path, workers: int, size: str, shard_size: int, repeats: int
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+SECTION_TITLE = "# Preparation throughput: 1 vs 2 Ray workers"
+
+DESCRIPTION = """`bench/prepare_throughput.py` generates a Cityscapes-sized tree in the official layout (24 images,
+1024x2048 RGB PNG, about 4 MiB each, plus `gtFine_labelIds` masks), then prepares it to 256x512
+(train ids, 2 images per shard = 12 Ray tasks) with the project's `prepare()` + `run_ray_tasks()`,
+once with a private local `ray.init(num_cpus=1)` and once with `ray.init(num_cpus=2)`, each in its own
+subprocess. Each subprocess does one untimed warm-up preparation, then two timed ones; the worker
+counts alternate over 3 rounds and the best run of each count is reported. It takes about
+2 minutes; `make bench` rewrites this section."""
+
+READING = """Reading: one worker decodes, checks, resizes and writes each 1024x2048 PNG frame with its mask; a
+second worker uses the second core. Ray's own processes (raylet, GCS) and the driver also need some
+CPU, so 2.0x is out of reach on 2 cores, and whatever else runs on the machine (see the load
+average) takes from the two-worker figure first."""
+
+
+def results_section(run: Run, runs: list[dict], best: dict[int, dict], counts: list[int]) -> str:
+    rows = []
+    for n, result in best.items():
+        times = [t for r in runs if r["workers"] == n for t in r["times_s"]]
+        rows.append([n, f"{result['images_per_s']:.2f}", f"{min(times):.2f}-{max(times):.2f} s"])
+    body = table(["Ray workers", "images/s (best run)", "timed preparations of the images"], rows)
+    if len(counts) > 1:
+        ratio = best[counts[-1]]["images_per_s"] / best[counts[0]]["images_per_s"]
+        body += ["", f"Ratio {counts[-1]} workers / {counts[0]}: {ratio:.2f}x."]
+    return section(SECTION_TITLE, DESCRIPTION, run, body, READING)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=24)
@@ -92,12 +122,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="subprocesses per worker count, interleaved, so a burst of load elsewhere hits both")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    add_arguments(parser)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(time_preparation(args.child, int(args.workers), args.size, args.shard_size, args.repeats)))
         return
     counts = [int(n) for n in args.workers.split(",")]
-    print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}; load average before: {load_average()}")
+    run = Run({"Pillow": Image.__version__, "numpy": np.__version__})
+    print(f"machine: {run.describe()}")
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "cityscapes"
         start = time.perf_counter()
@@ -115,16 +147,8 @@ def main() -> None:
     if len(counts) > 1:
         print(f"ratio {counts[-1]} vs {counts[0]} worker(s): "
               f"{best[counts[-1]]['images_per_s'] / best[counts[0]]['images_per_s']:.2f}x")
-    print(f"load average after: {load_average()}")
-
-
-def cpu_model() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
-
-
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+    run.finish()
+    publish(args, SECTION_TITLE, results_section(run, runs, best, counts))
 
 
 if __name__ == "__main__":
