@@ -23,7 +23,6 @@ from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, PopulationBas
 from ray.util.queue import Empty, Queue
 
 from jobs.spec import SchedulerSpec
-from workers import storage
 from workers.publisher import MetricsPublisher
 from workers.reporting import FINAL_REPORT
 from workers.target import Target
