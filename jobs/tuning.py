@@ -24,7 +24,7 @@ from ray.util.queue import Empty, Queue
 
 from jobs.spec import SchedulerSpec
 from workers.publisher import MetricsPublisher
-from workers.reporting import FINAL_REPORT
+from workers.reporting import FINAL_REPORT, TRIAL_DONE
 from workers.target import Target
 from workers.trial_spec import StartFrom
 
@@ -146,12 +146,12 @@ def suggest(trial, name: str, kind: str, args: list):
 
 def fit_reporting_to_tune(trainer, queue: Queue, decisions: Queue | None, run_name: str, trial_name: str) -> dict:
     """trainer.fit() on a thread, while this one reports each forwarded epoch to Tune; the metrics
-    of the run's final report, as reported. Tune's report returns once the scheduler let the trial go
+    of the run's last report, as reported. Tune's report returns once the scheduler let the trial go
     on: `decisions` tells rank 0 so.
 
-    The trial ends with its final report, which comes after its last checkpoint was stored: the Train
-    run then shuts its worker group down on its own thread (about 2 s), while Tune starts the next
-    trial, in this process under FIFO (see SHUTTING_DOWN)."""
+    The trial ends when its workers say it is done (workers.reporting.TRIAL_DONE, after their last
+    report, events and files): the Train run then shuts its worker group down on its own thread
+    (about 2 s), while Tune starts the next trial, in this process under FIFO (see SHUTTING_DOWN)."""
     outcome: dict[str, Any] = {}
 
     def fit() -> None:
@@ -163,21 +163,25 @@ def fit_reporting_to_tune(trainer, queue: Queue, decisions: Queue | None, run_na
     thread = threading.Thread(target=fit, name=f"fit-{trial_name}", daemon=True)
     thread.start()
     checkpoints: dict[tuple[int, int], str] = {}
+    last_report = None
     while thread.is_alive() or not queue.empty():
         try:
             item = queue.get(timeout=0.5)
         except Empty:
             continue
-        metrics = report_epoch(item, checkpoints, run_name, trial_name)
-        if metrics.get(FINAL_REPORT):
+        if item["metrics"].get(TRIAL_DONE):
             SHUTTING_DOWN.append(thread)
-            return metrics
-        if decisions is not None:
+            break
+        last_report = report_epoch(item, checkpoints, run_name, trial_name)
+        if decisions is not None and not last_report.get(FINAL_REPORT):
             decisions.put(True)
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    raise RuntimeError(f"trial {trial_name}: its Train run ended without a final report")
+    else:  # the run ended without its workers saying they were done: it failed, or they never reported
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+    if last_report is None:
+        raise RuntimeError(f"trial {trial_name}: its Train run ended without a report")
+    return last_report
 
 
 # Train runs whose trials have ended, still shutting their worker groups down; the trial process

@@ -17,6 +17,10 @@ from workers.trial_run import IterationState, Progress, TrialRun
 # The last report of a trial says so: Tune's schedulers may stop a trial at any report, so the
 # driver tells a trial that ran to its end from one a scheduler cut short by this flag.
 FINAL_REPORT = "final_report"
+# Reported by every rank once the trial's work is all done: after its last report, rank 0's events
+# sent (or their drops counted) and a saliency trial's last iteration stored. It carries nothing
+# for Tune: the trial function ends the trial on it, while the worker group shuts down.
+TRIAL_DONE = "trial_done"
 
 
 def publish_epoch(run: TrialRun, iteration: int, epoch: int, train_metrics: dict, scores: dict,
@@ -66,6 +70,10 @@ def report_with_checkpoint(run: TrialRun, state: IterationState, progress: Progr
         ray.train.report(report, checkpoint=checkpoint)
     if run.decisions is not None and run.is_main and not report[FINAL_REPORT]:
         run.decisions.get()  # the other ranks wait in the next epoch's first collective
+
+
+def report_trial_done() -> None:
+    ray.train.report({TRIAL_DONE: True})
 
 
 def peak_memory_mb(device: torch.device) -> float:

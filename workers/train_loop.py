@@ -22,7 +22,8 @@ from workers.checkpointing import CHECKPOINT_FILE, BestWeights, load_checkpoint
 from workers.data import EpochRows, IterationLoader, SplitDataset, make_loader, to_model_input, to_model_target
 from workers.evaluation import broadcast_buffers, evaluate
 from workers.optim import build_optimizer, build_scheduler, rescale_lr, step_scheduler
-from workers.reporting import epoch_report, peak_memory_mb, publish_epoch, rankable, report_with_checkpoint
+from workers.reporting import (epoch_report, peak_memory_mb, publish_epoch, rankable, report_trial_done,
+                               report_with_checkpoint)
 from workers.saliency_iterations import finish_iteration, last_finished_iteration, masks_dir, prepare_iteration
 from workers.seeding import loader_seed, seed_globals, worker_seed
 from workers.shards import rank_indices
@@ -44,6 +45,7 @@ def train_loop_per_worker(config: dict) -> None:
         progress = Progress(iteration=progress.iteration + 1)
     if run.publisher:
         run.publisher.close()
+    report_trial_done()
 
 
 def setup(trial: TrialSpec, context: TrialContext) -> TrialRun:
