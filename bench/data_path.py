@@ -30,6 +30,7 @@ import argparse
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -119,6 +120,9 @@ def torch_collated_reader(dataset: SplitDataset, batch: int, workers: int) -> Ca
     """(d) as segq read it before workers.data.BatchRing: the same rows, workers and prefetch, and
     torch's default collation, which gives each batch a fresh shared-memory file."""
     rows = EpochRows(lambda epoch: np.random.default_rng(epoch).permutation(len(dataset)), batch)
+    # The dataset's rows are read-only views of the shards; torch's collation copies them into the
+    # batch all the same, but warns on the way (from each worker, which inherits this filter).
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     loader = DataLoader(dataset, batch_sampler=rows, num_workers=workers, prefetch_factor=PREFETCH_BATCHES,
                         multiprocessing_context=loader_context(), persistent_workers=True)
     iterator = iter(loader)
