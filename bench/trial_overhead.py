@@ -58,7 +58,7 @@ def segq(env: dict, *args: str) -> str:
 class Sweep:
     wall: float  # from `segq submit` to the end of `--wait`
     own: float  # the trials' own training + validation, as their workers published it
-    breakdown: list[list[str]]  # per trial, where its time outside its epochs went (see breakdown)
+    breakdown: list[tuple[str, float, float, float, float]]  # per trial, where its time outside its epochs went
     to_driver: float  # from `segq submit` to the job driver's start
     after_last: float  # from the last trial's end to the job's
     to_return: float  # from the job's end to `--wait` returning
@@ -109,9 +109,8 @@ def breakdown(env: dict, job: str):
     previous, rows = record.started_at, []
     for trial, times in sorted(marks.items(), key=lambda item: item[1].get("running", 0)):
         end = times.get("finished", times.get("last_epoch", 0))
-        rows.append([trial] + [f"{value:.1f}" for value in (
-            times["running"] - previous, times["workers"] - times["running"], times["first_epoch"] - times["workers"],
-            end - times["last_epoch"])])
+        rows.append((trial, times["running"] - previous, times["workers"] - times["running"],
+                     times["first_epoch"] - times["workers"], end - times["last_epoch"]))
         previous = end
     return record, rows, previous
 
@@ -196,17 +195,17 @@ From the job's event timestamps it also gives where each trial's time outside it
 It takes about 8 minutes; `make bench` rewrites this section."""
 
 READING = """Reading: the fixed cost is almost all Ray Train starting each trial's worker group (the "worker
-group" column): a controller process, then its placement-group cleaner, synchronisation and
+group up" column): a controller process, then its placement-group cleaner, synchronisation and
 dataset-manager actors, then the worker processes, each a new Python process; the controller and
 the workers each import Ray Train's torch integration (about 3.5 s of imports on this machine), and
 the workers start torch's process group. Ray starts a new process for every actor (its pool of idle
 workers serves tasks), so neither prestarted workers nor preloaded modules (`RAY_preload_python_modules`)
 shorten it. segq's own share is small: the train modules import in about 0.6 s (matplotlib only where
 a picture is drawn), the Train controller imports only the forwarding callback (jobs.forwarding), a
-trial ends with its final report while its worker group shuts down beside the next trial's start
-(the "teardown" column), and under FIFO the next trial runs in the same Tune process (the "to trial
-function" column). The 6 s target needs worker processes that outlive a trial, which Ray Train's
-per-run worker group does not offer."""
+trial ends as soon as its workers report that they are done, while its worker group shuts down
+beside the next trial's start (the "trial ended" column), and under FIFO the next trial runs in the
+same Tune process (the "trial function" column). The 6 s target needs worker processes that outlive
+a trial, which Ray Train's per-run worker group does not offer."""
 
 
 def results_section(run: Run, sweep: Sweep, plain: float, figures: dict[str, float]) -> str:
@@ -217,11 +216,18 @@ def results_section(run: Run, sweep: Sweep, plain: float, figures: dict[str, flo
         *[[name, f"{value:.2f}", target_text(name, value)] for name, value in figures.items()]])
     body += ["", "Per trial (s), from the job's events:", ""] + table(
         ["trial", "previous trial's end -> trial function", "-> worker group up", "-> first epoch",
-         "last epoch -> trial ended"], sweep.breakdown)
+         "last epoch -> trial ended"], [[row[0], *(f"{value:.1f}" for value in row[1:])] for row in sweep.breakdown])
     body += ["", f"From `segq submit` to the job driver's start: {sweep.to_driver:.1f} s; from the last trial's end "
                  f"to the job's: {sweep.after_last:.1f} s; from the job's end to `--wait` returning: "
-                 f"{sweep.to_return:.1f} s. The rest of the fixed cost is each epoch's report and checkpoint."]
+                 f"{sweep.to_return:.1f} s. That leaves {rest_of(sweep):.1f} s of the fixed cost for the "
+                 f"epochs' reports and checkpoints."]
     return section(SECTION_TITLE, DESCRIPTION, run, body, READING)
+
+
+def rest_of(sweep: Sweep) -> float:
+    """The fixed cost outside the per-trial columns and the job's start and end."""
+    accounted = sum(sum(row[1:]) for row in sweep.breakdown) + sweep.to_driver + sweep.after_last + sweep.to_return
+    return sweep.wall - sweep.own - accounted
 
 
 def target_text(name: str, value: float) -> str:
@@ -250,8 +256,8 @@ def main() -> None:
     print(f"segq sweep: {sweep.wall:.1f} s wall, of which the trials' own training and validation {sweep.own:.1f} s "
           f"({args.trials} trials x {args.epochs} epochs)")
     print("per trial (s): previous trial's end -> trial function -> worker group -> first epoch | last epoch -> ended")
-    for row in sweep.breakdown:
-        print("  " + "  ".join(row))
+    for trial, *seconds in sweep.breakdown:
+        print(f"  {trial}: " + "  ".join(f"{value:5.1f}" for value in seconds))
     print(f"submit -> job driver {sweep.to_driver:.1f} s; last trial -> job end {sweep.after_last:.1f} s; "
           f"job end -> --wait returned {sweep.to_return:.1f} s")
     print(f"plain loop: {plain:.1f} s for the same {args.trials} trainings, one after another, 1 thread "
