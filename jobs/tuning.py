@@ -170,7 +170,7 @@ def fit_reporting_to_tune(trainer, queue: Queue, decisions: Queue | None, run_na
         except Empty:
             continue
         if item["metrics"].get(TRIAL_DONE):
-            SHUTTING_DOWN.append(thread)
+            SHUTTING_DOWN[:] = [*(other for other in SHUTTING_DOWN if other.is_alive()), thread]
             break
         last_report = report_epoch(item, checkpoints, run_name, trial_name)
         if decisions is not None and not last_report.get(FINAL_REPORT):

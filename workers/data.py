@@ -133,10 +133,14 @@ def stack_samples(samples: list[tuple[np.ndarray, np.ndarray]],
 def copy_rows(rows: list[np.ndarray] | np.ndarray, pin_memory: bool) -> torch.Tensor:
     """Equal-shaped uint8 arrays, copied once into a new tensor."""
     batch = torch.empty((len(rows), *rows[0].shape), dtype=torch.uint8, pin_memory=pin_memory)
-    out = batch.numpy()
+    fill_rows(batch.numpy(), rows)
+    return batch
+
+
+def fill_rows(out: np.ndarray, rows: list[np.ndarray] | np.ndarray) -> None:
+    """Row i of `out` = rows[i]: the one copy a batch's samples go through."""
     for index, row in enumerate(rows):
         out[index] = row
-    return batch
 
 
 def pinned(batch: tuple[torch.Tensor, torch.Tensor], pin_memory: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,8 +191,7 @@ class BatchRing:
             return stack_samples(samples)
         self.free[slot], self.next_slot = 0, self.next_slot + 1
         for out, part in zip(self.parts(slot, len(samples)), (0, 1)):
-            for index, sample in enumerate(samples):
-                out[index] = sample[part]
+            fill_rows(out, [sample[part] for sample in samples])
         return SlotBatch(slot, len(samples))
 
     def take(self, batch: SlotBatch | tuple[torch.Tensor, torch.Tensor],
