@@ -67,6 +67,21 @@ def train_epochs(client, job_id: str, trial: str) -> list[int]:
     return [e["epoch"] for e in metric_events(client, job_id, trial) if e["split"] == "train"]
 
 
+def attempt_epochs(client, job_id: str, trial: str) -> list[list[int]]:
+    """The epochs of the trial's train events, one list per attempt (each worker group start), in
+    the order they were published."""
+    attempts: list[list[int]] = []
+    for _, fields in client.xrange(keys.events(job_id)):
+        event = json.loads(fields["data"])
+        if event["trial"] != trial:
+            continue
+        if event["type"] == "trial" and event.get("attempt_started"):
+            attempts.append([])
+        elif event["type"] == "metrics" and event["split"] == "train":
+            attempts[-1].append(event["epoch"])
+    return attempts
+
+
 def wait_for_epoch(client, job_id: str, trial: str, epoch: int, timeout: float) -> None:
     wait_until(lambda: epoch in train_epochs(client, job_id, trial), timeout=timeout, interval=0.2)
 

@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from tests.conftest import run_segq, wait_until
-from tests.failure_checks import (cluster_state, metric_fields, raylet_pid, redis_of, submit, train_epochs,
+from tests.failure_checks import (attempt_epochs, cluster_state, metric_fields, raylet_pid, redis_of, submit,
                                   trial_facts, trial_names, wait_for_epoch, wait_for_registered_checkpoint,
                                   wait_for_status, write_spec)
 
@@ -56,10 +56,13 @@ def test_spread_trial_survives_a_killed_worker_and_a_lost_node(two_nodes, tiny_d
     assert wait_for_status(client, job_id, ("finished", "failed"), timeout=300) == "finished"
     facts = trial_facts(client, job_id, trial)
     assert facts["status"] == "finished" and len(facts["attempts"]) == 3
-    epochs = train_epochs(client, job_id, trial)
-    restarts = [later for earlier, later in zip(epochs, epochs[1:]) if later <= earlier]
-    assert len(restarts) == 2 and all(epoch > 1 for epoch in restarts), epochs  # from a checkpoint, not epoch 1
-    assert sorted(set(epochs)) == list(range(1, EPOCHS + 1))
+    attempts = attempt_epochs(client, job_id, trial)
+    assert len(attempts) == 3 and attempts[0][0] == 1, attempts
+    # Each restart resumes from a registered checkpoint (not epoch 1), at most one epoch past the
+    # last one its predecessor reported: the node can die just after a checkpoint, or mid-epoch.
+    for earlier, later in zip(attempts, attempts[1:]):
+        assert 1 < later[0] <= earlier[-1] + 1, attempts
+    assert sorted({epoch for epochs in attempts for epoch in epochs}) == list(range(1, EPOCHS + 1))
     every_epoch = sorted(f"1:{e}:{s}" for e in range(1, EPOCHS + 1) for s in ("best", "train", "val"))
     assert [field for field in metric_fields(client, job_id, trial) if not field.endswith(":test")] == every_epoch
     row = json.loads(run_segq("summary", job_id, "--format", "json", env=two_nodes, check=True).stdout)[0]
