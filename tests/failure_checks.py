@@ -57,9 +57,13 @@ def trial_names(client, job_id: str) -> list[str]:
     return sorted(client.smembers(keys.trials(job_id)))
 
 
+def job_events(client, job_id: str) -> list[dict]:
+    """The job's events, in the order they were published."""
+    return [json.loads(fields["data"]) for _, fields in client.xrange(keys.events(job_id))]
+
+
 def metric_events(client, job_id: str, trial: str | None = None) -> list[dict]:
-    events = [json.loads(fields["data"]) for _, fields in client.xrange(keys.events(job_id))]
-    return [e for e in events if e["type"] == "metrics" and trial in (None, e["trial"])]
+    return [e for e in job_events(client, job_id) if e["type"] == "metrics" and trial in (None, e["trial"])]
 
 
 def train_epochs(client, job_id: str, trial: str) -> list[int]:
@@ -71,10 +75,7 @@ def attempt_epochs(client, job_id: str, trial: str) -> list[list[int]]:
     """The epochs of the trial's train events, one list per attempt (each worker group start), in
     the order they were published."""
     attempts: list[list[int]] = []
-    for _, fields in client.xrange(keys.events(job_id)):
-        event = json.loads(fields["data"])
-        if event["trial"] != trial:
-            continue
+    for event in (e for e in job_events(client, job_id) if e["trial"] == trial):
         if event["type"] == "trial" and event.get("attempt_started"):
             attempts.append([])
         elif event["type"] == "metrics" and event["split"] == "train":
