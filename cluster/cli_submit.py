@@ -166,6 +166,8 @@ def validate(ctx: typer.Context, model, spec_data: dict, source: str | None):
 
     spec = parse_spec(model, spec_data, source)
     trials = expand_trials(spec, source)
+    if spec.scheduler.kind == "hyperband":
+        check_brackets(spec, trials, source)
     manifest = local_manifest(spec.data, required=settings_of(ctx).embedded())
     if spec.load_from:
         from workers.checkpointing import check_starting_weights
@@ -180,6 +182,19 @@ def validate(ctx: typer.Context, model, spec_data: dict, source: str | None):
         trials = [trial.model_copy(update={"saliency": trial.saliency.model_copy(
             update={"background_classes": background})}) for trial in trials]
     return spec, trials
+
+
+def check_brackets(spec, trials: list, source: str | None) -> None:
+    """A HyperBand job whose brackets would halve nothing is refused here (jobs.tuning.check_hyperband)."""
+    from jobs.sweep import max_trial_epochs
+    from jobs.tuning import check_hyperband
+    from seg_models.exceptions import SpecError
+
+    try:
+        check_hyperband(spec.scheduler, spec.target, max_trial_epochs(spec, trials),
+                        len(trials) if spec.search != "optuna" else spec.samples, spec.resources.max_concurrent_trials)
+    except SpecError as error:
+        raise SpecError((f"{source}: " if source else "") + str(error)) from None
 
 
 def deployment_of(settings: Settings, endpoints: Endpoints):

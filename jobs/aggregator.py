@@ -38,6 +38,8 @@ DEFAULT_MIN_IDLE_MS = 30_000
 FACT_IDS = "fact_ids"
 # Field of the trial hash: stream id of the event that started an attempt -> its start and ranks.
 ATTEMPTS = "attempts"
+# Field of the trial hash: start of each run of the trial's Tune function -> its {started, seconds}.
+RUN_SEGMENTS = "run_segments"
 
 
 class Aggregator:
@@ -123,10 +125,14 @@ class Aggregator:
         facts = {name: value for name, value in event.facts().items()
                  if stream_order(entry_id) >= stream_order(set_by.get(name, "0-0"))}
         attempts = merged_attempts(pipe.hget(trial_key, ATTEMPTS), entry_id, event)
+        segments = merged_segments(pipe.hget(trial_key, RUN_SEGMENTS), event)
         facts.pop("attempt_started", None)
+        facts.pop("run_segment", None)
         pipe.multi()
         if attempts is not None:
             pipe.hset(trial_key, ATTEMPTS, attempts)
+        if segments is not None:
+            pipe.hset(trial_key, RUN_SEGMENTS, segments)
         pipe.sadd(keys.trials(self.job_id), event.trial)
         if facts:
             set_by.update({name: entry_id for name in facts})
@@ -157,6 +163,16 @@ def merged_attempts(stored: str | None, entry_id: str, event: TrialEvent) -> str
     attempts = json.loads(stored or "{}")
     attempts[entry_id] = {"started": event.attempt_started, "ranks": event.ranks or []}
     return json.dumps(dict(sorted(attempts.items(), key=lambda item: stream_order(item[0]))))
+
+
+def merged_segments(stored: str | None, event: TrialEvent) -> str | None:
+    """The trial's run segments with this event's, keyed by its start so that a replay counts
+    nothing twice; None when the event carries none."""
+    if event.run_segment is None:
+        return None
+    segments = json.loads(stored or "{}")
+    segments[repr(event.run_segment["started"])] = event.run_segment
+    return json.dumps(dict(sorted(segments.items(), key=lambda item: item[1]["started"])))
 
 
 def parse_event(fields: dict | None) -> Event | None:

@@ -42,6 +42,10 @@ class Resources(Strict):
 
 
 SPACES = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
+# What PBT may mutate: a trial that takes over another's checkpoint keeps that trial's model,
+# optimizer state and schedule, and writes these into them (workers.optim.apply_hyperparameters)
+# or into its next loader; any other train field would not fit the checkpoint it takes over.
+PBT_MUTABLE = ("lr", "weight_decay", "momentum", "batch_size", "augment")
 
 
 class SchedulerSpec(Strict):
@@ -49,7 +53,9 @@ class SchedulerSpec(Strict):
     `{kind: asha}`. Unset values scale with the trials' epochs E (the most any trial runs)."""
 
     kind: Literal["fifo", "asha", "hyperband", "pbt"] = "fifo"
-    max_epochs: int | None = Field(None, ge=1, description="asha/hyperband max_t (default: E)")
+    max_epochs: int | None = Field(None, ge=1, description="asha/hyperband max_t, the epoch the rungs reach up "
+                                                           "to; a trial that passes them all runs to its own end "
+                                                           "(default: E)")
     grace_period: int | None = Field(None, ge=1, description="asha: epochs before a first stop (default: max(1, E // 8))")
     reduction_factor: float = Field(3.0, gt=1, description="asha/hyperband: 1/reduction_factor go on at each rung")
     perturbation_interval: int | None = Field(None, ge=1, description="pbt: epochs between perturbations "
@@ -79,21 +85,50 @@ class SchedulerSpec(Strict):
             raise SpecError(f"scheduler.grace_period: {self.grace_period} is beyond the trials' "
                             f"{self.max_epochs or epochs} epochs; lower it")
         for field, space in (self.mutations or {}).items():
-            if field not in TrainParams.model_fields:
-                raise SpecError(f"scheduler.mutations.{field}: not a train field; valid: "
-                                f"{', '.join(TrainParams.model_fields)}")
-            kind = search_kind(f"scheduler.mutations.{field}", space)
-            if kind is None and not (isinstance(space, list) and space):
-                raise SpecError(f"scheduler.mutations.{field}: give a non-empty list or a search space")
-            if kind is not None:
-                check_space(f"scheduler.mutations.{field}", kind, space[kind])
+            check_mutation(f"scheduler.mutations.{field}", field, space, train)
+
+
+def check_mutation(name: str, field: str, space: Any, train: dict[str, Any]) -> None:
+    """A PBT mutation: a field PBT can apply to a checkpoint it hands over, and a list or a space
+    whose every value (a bounded space's reachable bounds) is valid for the field."""
+    if field not in TrainParams.model_fields:
+        raise SpecError(f"{name}: not a train field; valid: {', '.join(TrainParams.model_fields)}")
+    if field not in PBT_MUTABLE:
+        raise SpecError(f"{name}: PBT cannot mutate {field}: a trial that takes over another's checkpoint keeps its "
+                        f"model, optimizer and schedule; mutate {', '.join(PBT_MUTABLE)}")
+    kind = search_kind(name, space)
+    if kind is None and not (isinstance(space, list) and space):
+        raise SpecError(f"{name}: give a non-empty list or a search space")
+    values = space if kind is None else check_space(name, kind, space[kind])
+    if kind in BOUNDED:
+        values = [values[0], values[1] - 1 if kind == "randint" else values[1]]
+    for value in values:
+        try:
+            TrainParams(**{field: value})
+        except ValidationError as error:
+            raise SpecError(f"{name}: {value!r} is not a valid {field} "
+                            f"({describe_validation_error(error).partition(': ')[2]})") from None
+    optimizers = set(axis_options(train.get("optimizer", TrainParams().optimizer)))
+    if field == "momentum" and optimizers != {"sgd"}:
+        raise SpecError(f"{name}: only sgd has a momentum, and the trials use {', '.join(sorted(optimizers))}")
+
+
+def axis_options(value: Any) -> list:
+    """Every value a train field may take: its value, or its grid's or choice's list."""
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("grid", "choice"):
+        return list(next(iter(value.values())))
+    return [value]
 
 
 def lr_values(value: Any) -> list[float]:
-    """Every lr a spec's `train.lr` may take: its value, its list, or its space's bounds."""
+    """Every lr a spec's `train.lr` may take: its value, its grid's or choice's values, or its
+    space's bounds."""
     if isinstance(value, dict) and len(value) == 1:
-        args = next(iter(value.values()))
-        return [a for a in args[:2] if is_number(a, False)] if isinstance(args, list) else [TrainParams().lr]
+        kind, args = next(iter(value.items()))
+        if not isinstance(args, list):
+            return [TrainParams().lr]
+        numbers = [a for a in (args if kind in ("grid", "choice") else args[:2]) if is_number(a, False)]
+        return numbers or [TrainParams().lr]
     return [value] if is_number(value, False) else [TrainParams().lr]
 
 
@@ -331,7 +366,9 @@ class JobSpec(Strict):
         """The most epochs any trial of the spec may run (schedulers scale their defaults with it)."""
         if "epochs" in train.spaces:
             kind, args = train.spaces["epochs"]
-            return int(max(args)) if kind in ("grid", "choice") else int(args[1])
+            if kind in ("grid", "choice"):
+                return int(max(args))
+            return int(args[1]) - 1 if kind == "randint" else int(args[1])  # randint's high is exclusive
         epochs = train.fixed.get("epochs", TrainParams().epochs)
         # A wrong type is left to the trials' validation, which names the field.
         return epochs if isinstance(epochs, int) else TrainParams().epochs

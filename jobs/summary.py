@@ -86,19 +86,25 @@ def build_row(record: JobRecord, trial: str, facts: dict, measurements: dict, de
 
 
 def cost_fields(facts: dict, train_events: list[dict]) -> dict:
-    """Training time, throughput and device-hours (workers x GPUs, or workers on CPU)."""
+    """Training time, throughput and device-hours: the GPUs and, apart, the CPUs the trial held,
+    each times the wall time of its runs (start-up, epochs and evaluation); `device_hours` is the
+    GPU-hours of a trial on GPUs, the CPU-hours of one on CPUs."""
     train_time = sum(event["epoch_time_s"] for event in train_events)
     images = sum(event["images"] for event in train_events)
-    workers = facts.get("workers", 1)
-    gpus = facts.get("gpus_per_worker", 0) or 0
+    wall_time = sum(segment["seconds"] for segment in (facts.get("run_segments") or {}).values())
+    gpus, cpus = facts.get("gpus") or 0, facts.get("cpus") or 0
+    gpu_hours, cpu_hours = round(wall_time * gpus / 3600, 6), round(wall_time * cpus / 3600, 6)
     images_per_s = round(images / train_time, 3) if train_time else None
     return {
         "train_time_s": round(train_time, 3),
         "eval_time_s": round(sum(event.get("eval_time_s") or 0 for event in train_events), 3),
+        "wall_time_s": round(wall_time, 3),
         "images_per_s": images_per_s,
         "cost": {
             "device": "gpu" if gpus else "cpu",
-            "device_hours": round(train_time * workers * (gpus if gpus else 1) / 3600, 6),
+            "device_hours": gpu_hours if gpus else cpu_hours,
+            "gpu_hours": gpu_hours,
+            "cpu_hours": cpu_hours,
             "images_per_s": images_per_s,
             "peak_memory_mb": max((event.get("peak_memory_mb") or 0 for event in train_events), default=None),
         },
@@ -118,12 +124,22 @@ def tuning_fields(facts: dict, measurements: dict, iteration: int, decision: dic
     """What a scheduler did to the trial: why and where it stopped it, PBT's exploits, and the
     target's value after each epoch with the time it was decided (for budget curves)."""
     fields = {"target_curve": target_curve(measurements, iteration, decision),
-              "perturbations": [{"epoch": epoch, "donor": value["donor"], "lr": value["train"].get("lr")}
+              "perturbations": [perturbation(measurements, iteration, epoch, value)
                                 for (it, epoch, split), value in sorted(measurements.items(), key=lambda kv: kv[0][:2])
                                 if it == iteration and split == keys.PERTURBATION_SPLIT]}
     if facts.get("reason"):
         fields["stop"] = {"reason": facts["reason"], "rung": facts.get("rung"), "epoch": facts.get("stopped_at_epoch")}
     return fields
+
+
+def perturbation(measurements: dict, iteration: int, epoch: int, value: dict) -> dict:
+    """PBT's exploit at `epoch`: the donor, the mutated hyperparameters (`train`), what the optimizer
+    held in the epoch after it (`in_effect`: lr, weight_decay, momentum; empty until it ran), and
+    `lr`, the lr in effect then (the schedule's value; the mutated base lr until it ran)."""
+    after = measurements.get((iteration, epoch + 1, "train")) or {}
+    in_effect = {name: after.get(name) for name in ("lr", "weight_decay", "momentum") if name in after}
+    return {"epoch": epoch, "donor": value["donor"], "train": value["train"], "in_effect": in_effect,
+            "lr": in_effect.get("lr", value["train"].get("lr"))}
 
 
 def target_curve(measurements: dict, iteration: int, decision: dict | None) -> list[dict]:
@@ -152,5 +168,7 @@ def job_budget(rows: list[dict]) -> dict:
     planned = sum(((row.get("params") or {}).get("train") or {}).get("epochs") or row["epochs"] for row in rows)
     return {"trial_epochs": sum(row["epochs"] for row in rows), "planned_trial_epochs": planned,
             "device_hours": round(sum(row["cost"]["device_hours"] for row in rows), 6),
+            "gpu_hours": round(sum(row["cost"].get("gpu_hours", 0) for row in rows), 6),
+            "cpu_hours": round(sum(row["cost"].get("cpu_hours", 0) for row in rows), 6),
             "stopped_trials": sum(row["status"] == "stopped" for row in rows),
             "best_vs_trial_epochs": curve}

@@ -86,32 +86,39 @@ def run_trial(config: dict) -> None:
     params = {"model": trial.model, "train": trial.train.model_dump()}
     if trial.saliency:
         params["saliency"] = trial.saliency.model_dump()
-    facts = {"arch": trial.arch, "params": params, "workers": resources.workers_per_trial,
-             "gpus_per_worker": resources.gpus_per_worker}
-    publisher.trial_event("running", **facts)
-    start_from, run_name = start_point()
-    if start_from and start_from.trial != trial.name:  # PBT: a fresh Train run from the donor's checkpoint
-        run_name = f"{context.job_id}-{trial.name}-x{uuid.uuid4().hex[:6]}"
-        publisher.perturbation_event(start_from.iteration, start_from.epoch, start_from.trial, trial.train.model_dump())
+    workers = resources.workers_per_trial
+    facts = {"arch": trial.arch, "params": params, "workers": workers, "gpus_per_worker": resources.gpus_per_worker,
+             "cpus": round(workers * resources.cpus_per_worker + TRIAL_DRIVER_CPUS, 6),
+             "gpus": workers * resources.gpus_per_worker}
     started = time.time()
+    publisher.trial_event("running", **facts)
+    start_from, run_name, checkpoints = start_point()
+    if start_from and start_from.trial != trial.name:  # PBT: a fresh Train run from the donor's checkpoint
+        run_name, checkpoints = f"{context.job_id}-{trial.name}-x{uuid.uuid4().hex[:6]}", {}
+        publisher.perturbation_event(start_from.iteration, start_from.epoch, start_from.trial, trial.train.model_dump())
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
     decisions = Queue(actor_options={"num_cpus": 0}) if config.get("scheduler", "fifo") != "fifo" else None
     trainer = trainer_for(trial, context, resources, [ForwardToTune(queue, context.storage)], run_name, start_from,
                           keep_all=config.get("scheduler") == "pbt", decisions=decisions)
     try:
         final_report = fit_reporting_to_tune(trainer, queue, decisions, run_name or f"{context.job_id}-{trial.name}",
-                                             trial.name)
-    except SystemExit:  # Tune ended the trial (a scheduler's decision): the driver publishes why
+                                             trial.name, checkpoints)
+    except SystemExit:  # Tune paused or ended the trial (a scheduler's decision): the driver publishes why
+        publisher.trial_event(run_segment=run_segment(started))
         publisher.close()
         raise
     except BaseException as error:
         publisher.trial_event("failed", error=f"{type(error).__name__}: {error}"[-1000:],
-                              wall_time_s=time.time() - started, **facts)
+                              run_segment=run_segment(started), **facts)
         publisher.close()
         raise
     best = best_checkpoint_path(final_report, trial, context)
-    publisher.trial_event("finished", wall_time_s=time.time() - started, best_checkpoint=best, **facts)
+    publisher.trial_event("finished", run_segment=run_segment(started), best_checkpoint=best, **facts)
     publisher.close()
+
+
+def run_segment(started: float) -> dict[str, float]:
+    return {"started": started, "seconds": time.time() - started}
 
 
 def trial_of(config: dict, name: str) -> TrialSpec:
@@ -152,7 +159,8 @@ def run_trials(job_id: str, data: str, trials: list[TrialSpec], resources: Resou
                            events_stream=keys.events(job_id), target=target)
     spec = spec or SweepSpec(data=data, archs=[trials[0].arch])
     constants = {"context": context.model_dump(), "resources": resources.model_dump(), "scheduler": spec.scheduler.kind}
-    scheduler = tuning.scheduler_for(spec.scheduler, target, max_trial_epochs(spec, trials), spec.train)
+    scheduler = tuning.scheduler_for(spec.scheduler, target, max_trial_epochs(spec, trials), spec.train,
+                                     spec.search_seed)
     if spec.search == "optuna":
         models, train = spec.sections()
         spaces = {arch: section.spaces for arch, section in models.items()} | {"train": train.spaces}

@@ -12,10 +12,15 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
+import random
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ray import tune
 from ray.train import Checkpoint
@@ -23,6 +28,7 @@ from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, PopulationBas
 from ray.util.queue import Empty, Queue
 
 from jobs.spec import SchedulerSpec
+from seg_models.exceptions import SpecError
 from workers.publisher import MetricsPublisher
 from workers.reporting import FINAL_REPORT, TRIAL_DONE
 from workers.target import Target
@@ -37,43 +43,86 @@ LAST_EPOCH = "last_epoch"  # the epoch of a trial's last report, under a name no
 
 class RecordingASHA(ASHAScheduler):
     """ASHA that keeps, for each trial it stops, the rung and the cutoff its value fell below:
-    `stops`, trial id -> {reason, rung} (TrialOutcomes publishes them)."""
+    `stops`, trial id -> {reason, rung} (TrialOutcomes publishes them). The rung and the values
+    compared against are read before Ray's bracket records this result, the way the bracket
+    finds them (deciding_rung), so the record is what ASHA compared against."""
 
     def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(stop_last_trials=False, **kwargs)
         self.stops: dict[str, dict] = {}
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         bracket = self._trial_info.get(trial.trial_id)
-        decision = super().on_trial_result(tune_controller, trial, result)
         epoch = result.get(TIME_ATTR)
-        if decision == TrialScheduler.STOP and not result.get(FINAL_REPORT) and bracket is not None:
-            recorded = dict(next((r for milestone, r in bracket._rungs if milestone == epoch), {}))
+        rung = deciding_rung(bracket, trial.trial_id, epoch) if bracket and self._metric in result else None
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP and rung is not None:
+            milestone, recorded = rung
             cutoff = bracket.cutoff(recorded)
-            value = result.get(self._metric)
+            value = result[self._metric]
             self.stops[trial.trial_id] = {
                 "rung": epoch,
-                "reason": f"asha: {self._metric} {value:.4g} at the epoch-{epoch} rung is below the top "
-                          f"1/{bracket.rf:g} of {len(recorded)} trials (cutoff {self._metric_op * cutoff:.4g})"}
+                "reason": f"asha: {self._metric} {value:.4g} at epoch {epoch} (rung {milestone:g}) is below the "
+                          f"top 1/{bracket.rf:g} of {len(recorded)} trials (cutoff {self._metric_op * cutoff:.4g})"}
         return decision
 
 
+def deciding_rung(bracket, trial_id: str, epoch: int | None) -> tuple[float, dict] | None:
+    """The rung (milestone, a copy of the values recorded there) that Ray's ASHA bracket compares a
+    result of `epoch` against, or None when it compares it with none (ray.tune.schedulers.
+    async_hyperband._Bracket.on_result: the highest milestone reached that holds no value of the
+    trial yet; a trial with a value at a higher milestone already goes on undecided)."""
+    if epoch is None:
+        return None
+    for milestone, recorded in bracket._rungs:  # highest milestone first
+        if epoch >= milestone and trial_id in recorded:
+            return None
+        if epoch >= milestone:
+            return milestone, dict(recorded)
+    return None
+
+
 class EpochHyperBand(HyperBandScheduler):
-    """HyperBand, which needs the epoch of every result, the last one's included (see report_epoch)."""
+    """HyperBand whose bracket survivors run to their own end (stop_last_trials=False), and which
+    never decides on a trial's final report: a trial that ends at a rung ends there, and its
+    bracket goes on without it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(stop_last_trials=False, **kwargs)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        return super().on_trial_result(tune_controller, trial, with_epoch(result))
-
-    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        super().on_trial_complete(tune_controller, trial, with_epoch(result))
-
-
-def with_epoch(result: dict) -> dict:
-    return result if TIME_ATTR in result or LAST_EPOCH not in result else {**result, TIME_ATTR: result[LAST_EPOCH]}
+        if result.get(FINAL_REPORT):
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
 
 
-def scheduler_for(spec: SchedulerSpec, target: Target, max_epochs: int, train_fields: dict[str, Any]):
-    """The Tune scheduler of a job (None: FIFO), its defaults scaled to the trials' epochs."""
+def check_hyperband(spec: SchedulerSpec, target: Target, max_epochs: int, trials: int,
+                    max_concurrent: int | None) -> None:
+    """Refuse, at submission, a HyperBand job that would halve nothing: Ray's HyperBand fills its
+    brackets in the order trials are added, the first (s=0) running its trials for all max_epochs;
+    a later bracket halves only when it holds more trials than it keeps at its first rung. A
+    concurrency limit below the trial count is refused too: Tune then adds trials only as others
+    end, so a bracket would halve among the few it holds at the time."""
+    if max_concurrent is not None and max_concurrent < trials:
+        raise SpecError(f"resources.max_concurrent_trials: {max_concurrent} is below the job's {trials} trials, and "
+                        "HyperBand's brackets halve only among the trials they hold at once; leave it unset with "
+                        "scheduler: hyperband (or use asha, which decides each trial on arrival)")
+    scheduler = scheduler_for(spec, target, max_epochs, {})
+    for index in range(trials):
+        scheduler.on_trial_add(None, f"trial-{index}")
+    brackets = [bracket for band in scheduler._hyperbands for bracket in band if bracket is not None]
+    if not any(bracket._halves > 0 and len(bracket._live_trials) > math.ceil(bracket._n / bracket._eta)
+               for bracket in brackets):
+        sizes = ", ".join(f"{len(b._live_trials)} of {b._n} for {b._r} epochs" for b in brackets)
+        raise SpecError(f"scheduler: hyperband over {trials} trials of {spec.max_epochs or max_epochs} epochs "
+                        f"(reduction_factor {spec.reduction_factor:g}) halves nothing: its brackets hold {sizes}, "
+                        "and none holds more trials than it keeps; add trials, or use asha")
+
+
+def scheduler_for(spec: SchedulerSpec, target: Target, max_epochs: int, train_fields: dict[str, Any],
+                  seed: int = 0):
+    """The Tune scheduler of a job (None: FIFO), its defaults scaled to the trials' epochs; PBT
+    draws from generators seeded with `seed` (the job's search_seed)."""
     if spec.kind == "fifo":
         return None
     common = {"time_attr": TIME_ATTR, "metric": target.metric, "mode": target.mode}
@@ -84,23 +133,82 @@ def scheduler_for(spec: SchedulerSpec, target: Target, max_epochs: int, train_fi
     if spec.kind == "hyperband":
         return EpochHyperBand(max_t=epochs, reduction_factor=spec.reduction_factor, **common)
     logging.getLogger("ray.tune.schedulers.pbt").setLevel(logging.INFO)  # its exploits, in the job's log
-    return PopulationBasedTraining(
-        perturbation_interval=spec.resolved_perturbation_interval(epochs), synch=spec.synch,
+    spaces = spec.resolved_mutations(train_fields)
+    return SeededPBT(
+        seed, perturbation_interval=spec.resolved_perturbation_interval(epochs), synch=spec.synch,
         require_attrs=False,  # a trial's last report carries no epoch (see report_epoch)
-        hyperparam_mutations={"trial": {"train": mutations(spec.resolved_mutations(train_fields))}},
+        hyperparam_mutations={"trial": {"train": mutations(spaces)}}, custom_explore_fn=WithinSpaces(spaces),
         quantile_fraction=spec.quantile_fraction, resample_probability=spec.resample_probability, **common)
 
 
+class SeededPBT(PopulationBasedTraining):
+    """PBT whose draws (the donor, resample or perturb, the factor, a resampled value) come from its
+    own generators, seeded from the job's search_seed, so the same job gives the same perturbations.
+    Ray's PBT draws from the global `random` and numpy generators: they are swapped for the
+    scheduler's own around each of its calls, and put back."""
+
+    def __init__(self, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self._python_state = random.Random(seed).getstate()
+        self._numpy_state = np.random.RandomState(seed).get_state()
+
+    @contextmanager
+    def own_generators(self):
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        random.setstate(self._python_state)
+        np.random.set_state(self._numpy_state)
+        try:
+            yield
+        finally:
+            self._python_state, self._numpy_state = random.getstate(), np.random.get_state()
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        with self.own_generators():
+            super().on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        with self.own_generators():
+            return super().on_trial_result(tune_controller, trial, result)
+
+
 def mutations(spaces: dict[str, Any]) -> dict[str, Any]:
-    """PBT's mutations as Tune domains: a list is a choice, a {kind: args} space its distribution."""
-    return {field: space if isinstance(space, list) else tune_domain(*next(iter(space.items())))
+    """PBT's mutations: a list, `grid` or `choice` as a list (Ray's PBT picks from a list, or moves
+    to a neighbour in it), any other space as its Tune domain (resampled, or multiplied by 0.8 or
+    1.2 and then brought back within the space by WithinSpaces)."""
+    return {field: list(space) if isinstance(space, list) else tune_domain(*next(iter(space.items())))
             for field, space in spaces.items()}
 
 
 def tune_domain(kind: str, args: list):
     if kind in ("grid", "choice"):
-        return tune.choice(args)
+        return list(args)
     return getattr(tune, kind)(*args)
+
+
+class WithinSpaces:
+    """PBT's custom_explore_fn: a perturbed value goes back within its space's bounds (a randint's
+    high is exclusive, a quniform's value a multiple of q), and an integer field stays an integer.
+    The bounds were checked at submission to be valid values of the field."""
+
+    def __init__(self, spaces: dict[str, Any]):
+        self.bounded = {field: next(iter(space.items())) for field, space in spaces.items()
+                        if isinstance(space, dict) and next(iter(space)) not in ("grid", "choice")}
+
+    def __call__(self, config: dict) -> dict:
+        train = config["trial"]["train"]
+        for field, (kind, args) in self.bounded.items():
+            train[field] = within_space(train[field], kind, args)
+        return config
+
+
+def within_space(value: float, kind: str, args: list) -> float:
+    low, high = args[0], args[1] - 1 if kind == "randint" else args[1]
+    if kind == "quniform":
+        value = round(value / args[2]) * args[2]
+    value = min(max(value, low), high)
+    return int(round(value)) if kind == "randint" or all(isinstance(a, int) for a in args) else float(value)
 
 
 # --- search algorithms ----------------------------------------------------------------------------
@@ -144,10 +252,12 @@ def suggest(trial, name: str, kind: str, args: list):
 
 # --- from a Train run to Tune ---------------------------------------------------------------------
 
-def fit_reporting_to_tune(trainer, queue: Queue, decisions: Queue | None, run_name: str, trial_name: str) -> dict:
+def fit_reporting_to_tune(trainer, queue: Queue, decisions: Queue | None, run_name: str, trial_name: str,
+                          checkpoints: dict[tuple[int, int], str]) -> dict:
     """trainer.fit() on a thread, while this one reports each forwarded epoch to Tune; the metrics
     of the run's last report, as reported. Tune's report returns once the scheduler let the trial go
-    on: `decisions` tells rank 0 so.
+    on: `decisions` tells rank 0 so. `checkpoints` holds the trial's stored checkpoints by
+    (iteration, epoch), those of its earlier runs included (start_point).
 
     The trial ends when its workers say it is done (workers.reporting.TRIAL_DONE, after their last
     report, events and files): the Train run then shuts its worker group down on its own thread
@@ -162,7 +272,6 @@ def fit_reporting_to_tune(trainer, queue: Queue, decisions: Queue | None, run_na
 
     thread = threading.Thread(target=fit, name=f"fit-{trial_name}", daemon=True)
     thread.start()
-    checkpoints: dict[tuple[int, int], str] = {}
     last_report = None
     while thread.is_alive() or not queue.empty():
         try:
@@ -205,7 +314,9 @@ def report_epoch(item: dict, checkpoints: dict[tuple[int, int], str], run_name: 
         tune.report(metrics)
         return metrics
     with tempfile.TemporaryDirectory() as directory:
-        pointer = {"checkpoint": path, "trial": trial_name, "iteration": iteration, "epoch": epoch, "run": run_name}
+        best = {"iteration": iteration, "epoch": metrics.get("best_epoch"), "checkpoint": metrics["best_checkpoint"]}
+        pointer = {"checkpoint": path, "trial": trial_name, "iteration": iteration, "epoch": epoch, "run": run_name,
+                   "best": best}
         (Path(directory) / POINTER_FILE).write_text(json.dumps(pointer))
         tune.report(metrics, checkpoint=Checkpoint.from_directory(directory))
     return metrics
@@ -222,15 +333,18 @@ def with_best_checkpoint(item: dict, checkpoints: dict[tuple[int, int], str]) ->
     return metrics
 
 
-def start_point() -> tuple[StartFrom | None, str | None]:
-    """The checkpoint Tune hands this trial, if any, and the Train run that wrote it."""
+def start_point() -> tuple[StartFrom | None, str | None, dict[tuple[int, int], str]]:
+    """The checkpoint Tune hands this trial, if any, the Train run that wrote it, and the stored
+    checkpoint of the best epoch as of it, by (iteration, epoch): a trial that resumes after a pause
+    still names its best epoch's checkpoint if that epoch came before the pause."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return None, None
+        return None, None, {}
     with checkpoint.as_directory() as directory:
         pointer = json.loads((Path(directory) / POINTER_FILE).read_text())
-    run = pointer.pop("run")
-    return StartFrom(**pointer), run
+    run, best = pointer.pop("run"), pointer.pop("best", None)
+    known = {(best["iteration"], best["epoch"]): best["checkpoint"]} if best and best["checkpoint"] else {}
+    return StartFrom(**pointer), run, known
 
 
 # --- outcomes the driver decides ------------------------------------------------------------------

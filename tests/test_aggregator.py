@@ -15,7 +15,7 @@ from workers.target import Target
 def publish_trial(url, job_id, trial, epochs, mious, target=Target()):
     """What rank 0 publishes: facts, then per epoch the train/val/test events and its best decision."""
     publisher = MetricsPublisher(url, keys.events(job_id), trial)
-    publisher.trial_event("running", arch="unet", params={"train": {"lr": 0.001}}, workers=2)
+    publisher.trial_event("running", arch="unet", params={"train": {"lr": 0.001}}, workers=2, cpus=1.1, gpus=0)
     publisher.trial_event(num_params=1234, protocol={"ignore_index": 255})
     best = None
     for epoch, miou in zip(range(1, epochs + 1), mious):
@@ -25,7 +25,9 @@ def publish_trial(url, job_id, trial, epochs, mious, target=Target()):
         if best is None or target.better(miou, best[1]):
             best = (epoch, miou)
         publisher.best_event(1, epoch, best[0], best[1], target)
-    publisher.trial_event("finished", best_checkpoint="/ckpt")
+    # two runs of its Tune function (a pause between them), start-up and evaluation included
+    publisher.trial_event(run_segment={"started": 100.0, "seconds": 30.0})
+    publisher.trial_event("finished", best_checkpoint="/ckpt", run_segment={"started": 200.0, "seconds": 60.0})
     publisher.close()
 
 
@@ -47,7 +49,7 @@ def test_summary_fields_and_replay_is_idempotent(redis_url, redis_client):
     JobRecord(id="job", kind="sweep", spec={}).save(redis_client)
     publish_trial(redis_url, "job", "000_unet", 3, [0.2, 0.5, 0.4])
     publish_trial(redis_url, "job", "001_unet", 2, [0.1, 0.3])
-    assert Aggregator(redis_client, "job").drain() == 2 * 4 + 3 * 4 + 3 * 2
+    assert Aggregator(redis_client, "job").drain() == 2 * 4 + (3 + 2) * 4
     first = state(redis_client, "job")
     rows = json.loads(first[0])
     row = rows[0]
@@ -55,12 +57,15 @@ def test_summary_fields_and_replay_is_idempotent(redis_url, redis_client):
     assert row["best_epoch"] == 2 and row["val"]["miou"] == 0.5 and row["test"]["miou"] == 0.5
     assert row["val"]["per_class_iou"] == {"bg": 0.5, "fg": None}
     assert row["train_time_s"] == 6.0 and row["images_per_s"] == 5.0 and row["num_params"] == 1234
-    assert row["cost"]["peak_memory_mb"] == 103.0 and row["cost"]["device_hours"] == round(6.0 * 2 / 3600, 6)
+    # device-hours: the CPUs the trial held x the wall time of its runs (90 s), GPUs apart
+    assert row["cost"]["peak_memory_mb"] == 103.0 and row["wall_time_s"] == 90.0
+    assert row["cost"]["cpu_hours"] == row["cost"]["device_hours"] == round(90 * 1.1 / 3600, 6)
+    assert row["cost"]["gpu_hours"] == 0
     assert first[1] == [("001_unet", 0.3), ("000_unet", 0.5)]
 
     # Replay the whole stream through a fresh group: nothing changes.
     redis_client.xgroup_destroy(keys.events("job"), keys.AGGREGATOR_GROUP)
-    assert Aggregator(redis_client, "job").drain() == 26
+    assert Aggregator(redis_client, "job").drain() == 28
     assert state(redis_client, "job") == first
 
 
@@ -73,7 +78,7 @@ def test_unacked_entries_are_read_again_after_a_crash(redis_url, redis_client):
     redis_client.xreadgroup(keys.AGGREGATOR_GROUP, aggregator.consumer, {keys.events("job"): ">"}, count=4)
     assert redis_client.xpending(keys.events("job"), keys.AGGREGATOR_GROUP)["pending"] == 4
     restarted = Aggregator(redis_client, "job")
-    assert restarted.drain() == 3 + 4 * 2
+    assert restarted.drain() == 4 + 4 * 2
     assert redis_client.xpending(keys.events("job"), keys.AGGREGATOR_GROUP)["pending"] == 0
     reference = redis.Redis.from_url(redis_url, decode_responses=True)
     rows = trial_rows(reference, "job")

@@ -5,20 +5,20 @@ import torch
 
 from workers.augment import Normalize, train_transform
 from workers.data import SplitDataset
-from workers.saliency import (KeepMasks, apply_fill, foreground_relevance, random_relevance, select_keep,
+from workers.saliency import (KeepMasks, apply_fill, foreground_log_odds, random_relevance, select_keep, tie_keys,
                               write_rank_masks)
 from workers.shards import ShardedSplit
 from tests.conftest import prepare_synthetic_in_process
 
 
-def reference_keep(relevance: np.ndarray, kept: np.ndarray, keep_percent: float) -> np.ndarray:
-    """Slow and obvious: per image, sort the kept pixels by relevance (ties: lower index first),
+def reference_keep(relevance: np.ndarray, kept: np.ndarray, keep_percent: float, ties: np.ndarray) -> np.ndarray:
+    """Slow and obvious: per image, sort the kept pixels by relevance (ties: lower tie key first),
     keep the top round(n * p)."""
     out = np.zeros_like(kept)
     for i in range(len(relevance)):
         candidates = np.flatnonzero(kept[i])
         k = int(round(len(candidates) * keep_percent / 100.0))
-        order = sorted(candidates, key=lambda j: (-relevance[i, j], j))
+        order = sorted(candidates, key=lambda j: (-relevance[i, j], ties[i, j]))
         out[i, order[:k]] = True
     return out
 
@@ -36,8 +36,9 @@ def test_select_keep_matches_the_reference(keep_percent, case):
         kept[:] = False
         for i in range(images):
             kept[i, generator.choice(pixels, size=i, replace=False)] = True  # 0..5 pixels kept
-    expected = reference_keep(relevance, kept, keep_percent)
-    got = select_keep(torch.from_numpy(relevance), torch.from_numpy(kept), keep_percent).numpy()
+    ties = tie_keys(list(range(images)), pixels, seed=3, iteration=1, device=torch.device("cpu"))
+    expected = reference_keep(relevance, kept, keep_percent, ties.numpy())
+    got = select_keep(torch.from_numpy(relevance), torch.from_numpy(kept), keep_percent, ties).numpy()
     assert np.array_equal(got, expected)
     assert not (got & ~kept).any()  # cumulative: never brings a removed pixel back
 
@@ -46,15 +47,46 @@ def test_kept_fraction_compounds_exactly():
     generator = torch.Generator().manual_seed(0)
     kept = torch.ones(4, 64 * 64, dtype=torch.bool)
     for iteration in range(1, 4):
-        kept = select_keep(torch.rand(kept.shape, generator=generator), kept, 80.0)
+        kept = select_keep(torch.rand(kept.shape, generator=generator), kept, 80.0, torch.rand(kept.shape))
         assert abs(kept.float().mean().item() - 0.8**iteration) < 1 / (64 * 64)
 
 
-def test_foreground_relevance_sums_non_background_probabilities():
+def test_foreground_log_odds_is_the_log_ratio_of_the_softmax_sums():
     logits = torch.tensor([[[[0.0]], [[1.0]], [[2.0]]]])  # 1 image, 3 classes, 1 pixel
-    probabilities = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), dim=0)
-    assert foreground_relevance(logits, [0]).item() == pytest.approx(float(probabilities[1] + probabilities[2]))
-    assert foreground_relevance(logits, [0, 2]).item() == pytest.approx(float(probabilities[1]))
+    p = torch.softmax(torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), dim=0)
+    assert foreground_log_odds(logits, [0]).item() == pytest.approx(float(torch.log((p[1] + p[2]) / p[0])))
+    assert foreground_log_odds(logits, [0, 2]).item() == pytest.approx(float(torch.log(p[1] / (p[0] + p[2]))))
+
+
+def test_saturated_object_loses_pixels_by_log_odds_not_by_row():
+    """A confident model over a large object: its float32 softmax foreground sum is exactly 1.0 over
+    most of the object, so ranked by it (ties in pixel order) the masks would cut the object's last
+    rows off. Ranked by float64 log-odds, pixels go in the order of their log-odds, and the removed
+    ones are spread over the object."""
+    height = width = 32
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    inside = (rows >= 2) & (rows < 30) & (cols >= 2) & (cols < 30)
+    # foreground logit margin 18..30 inside the object (float32 softmax saturates above ~16.6), -4 outside
+    margin = torch.where(inside, 18.0 + 12.0 * torch.rand(height, width, generator=torch.Generator().manual_seed(5)),
+                         torch.tensor(-4.0))
+    logits = torch.stack([torch.zeros(height, width), margin]).unsqueeze(0)  # class 0: background
+    saturated = torch.softmax(logits.float(), dim=1)[0, 1] == 1.0
+    assert saturated[inside].float().mean() > 0.7  # the premise: most of the object saturates
+    relevance = foreground_log_odds(logits, [0]).reshape(1, -1)
+    kept = torch.ones(1, height * width, dtype=torch.bool)
+    for iteration in range(1, 6):  # keep 80% each time, until fewer pixels than the object remain
+        ties = tie_keys([0], height * width, seed=0, iteration=iteration, device=torch.device("cpu"))
+        new_kept = select_keep(relevance, kept, 80.0, ties)
+        removed = (kept & ~new_kept).reshape(height, width)
+        order = relevance[0].double()
+        # every removed pixel has log-odds no higher than any pixel still kept
+        assert order[removed.reshape(-1)].max() <= order[new_kept[0]].min()
+        removed_in_object = removed & inside
+        if removed_in_object.any():
+            mean_removed_row = rows[removed_in_object].double().mean()
+            mean_object_row = rows[inside].double().mean()
+            assert abs(mean_removed_row - mean_object_row) <= 0.1 * height, iteration
+        kept = new_kept
 
 
 def test_random_relevance_is_per_row_reproducible():

@@ -66,9 +66,11 @@ def test_a_missing_score_ranks_below_every_real_one():
 
 
 def test_the_report_always_holds_the_target_and_the_decision():
-    run = SimpleNamespace(context=SimpleNamespace(target=MAX), num_params=10)
+    # no val split: the training loss decides the trial's best epoch
+    run = SimpleNamespace(context=SimpleNamespace(target=MAX), target=Target(metric="train_loss", mode="min"),
+                          num_params=10)
     state = SimpleNamespace(iteration=2)
-    progress = SimpleNamespace(best_epoch=1)
+    progress = SimpleNamespace(best_epoch=1, best_metric=1.2)
     scores = {"test": {"miou": None, "mdice": 0.0, "pixel_acc": 0.5, "mean_acc": 0.5, "fwiou": 0.5}}
     report = epoch_report(run, state, progress, 3, {"loss": 1.5, "lr": 1e-3}, scores, final=True)
     assert report["val_miou"] == float("-inf")  # no val split: still there for Tune
@@ -76,6 +78,15 @@ def test_the_report_always_holds_the_target_and_the_decision():
     assert (report["epoch"], report["iteration"], report["best_epoch"], report["train_loss"]) == (3, 2, 1, 1.5)
     assert report[RETENTION_SCORE] == 0.0 and report[FINAL_REPORT] is True and report["lr"] == 1e-3
     assert epoch_report(run, state, progress, 1, {"loss": 1.5, "lr": 1e-3}, scores, final=False)[RETENTION_SCORE] == 1.0
+
+
+def test_the_final_report_carries_the_best_value_of_the_target():
+    """What a search algorithm (Optuna) learns from a trial's last report: its best epoch's value."""
+    run = SimpleNamespace(context=SimpleNamespace(target=MAX), target=MAX, num_params=10)
+    state, progress = SimpleNamespace(iteration=1), SimpleNamespace(best_epoch=1, best_metric=0.7)
+    scores = {"val": {"miou": 0.4, "mdice": 0.5, "pixel_acc": 0.5, "mean_acc": 0.5, "fwiou": 0.5}}
+    assert epoch_report(run, state, progress, 3, {"loss": 1.0, "lr": 1e-3}, scores, final=False)["val_miou"] == 0.4
+    assert epoch_report(run, state, progress, 3, {"loss": 1.0, "lr": 1e-3}, scores, final=True)["val_miou"] == 0.7
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +279,45 @@ def test_a_saliency_iteration_ends_with_its_best_epoch(dataset_dir, monkeypatch)
     assert all((stored_masks.get(row) == again.get(row)).all() for row in rows)
     other = KeepMasks(dataset_dir / "last", height, width)
     assert not all((stored_masks.get(row) == other.get(row)).all() for row in rows)
+
+
+def test_an_early_stop_checkpoint_trains_no_more_epochs(dataset_dir, monkeypatch):
+    """Patience runs out at epoch 2 of 5: that checkpoint says the iteration is over, so a restart
+    from it trains nothing more (and the loop then reports its last report again)."""
+    trial = TrialSpec(name="000_unet", arch="unet", model=MODEL,
+                      train=TrainParams(epochs=5, batch_size=4, early_stop_patience=1))
+    run = build_trial_run(trial, context_for(dataset_dir, "early-stop"), 0, 1, torch.device("cpu"), lambda m: m)
+    run = dataclasses.replace(run, publisher=RecordingPublisher())
+    _, progress, _, reported = train_scripted_epochs(run, monkeypatch, [0.5, 0.4, 0.3])
+    assert len(reported) == 2 and reported[-1][0][FINAL_REPORT]
+    saved = reported[-1][1]
+    assert saved["progress"]["next_epoch"] == 6 and "scaler" in saved
+    resumed = Progress(**saved["progress"])
+    assert train_epochs(run, start_iteration(run, 1, saved), resumed, BestWeights.from_checkpoint(saved)) == 0
+
+
+def test_a_taken_over_checkpoint_trains_under_the_mutated_hyperparameters(dataset_dir, monkeypatch):
+    """PBT hands trial B trial A's checkpoint under a mutated lr, weight decay and momentum: after the
+    optimizer state is loaded every group holds B's values, and B's best epoch starts afresh."""
+    from workers.train_loop import taken_over
+
+    donor = TrialSpec(name="000_unet", arch="unet", model=MODEL,
+                      train=TrainParams(epochs=3, batch_size=4, optimizer="sgd", lr=0.01, weight_decay=1e-4,
+                                        momentum=0.9, scheduler="cosine"))
+    run = build_trial_run(donor, context_for(dataset_dir, "pbt-donor"), 0, 1, torch.device("cpu"), lambda m: m)
+    run = dataclasses.replace(run, publisher=RecordingPublisher())
+    _, _, _, reported = train_scripted_epochs(run, monkeypatch, [0.5, 0.6, 0.4])
+    saved = reported[1][1]  # epoch 2, its own best
+    mutated = donor.model_copy(update={"name": "001_unet", "train": donor.train.model_copy(
+        update={"lr": 0.012, "weight_decay": 3e-4, "momentum": 0.7})})
+    exploiter = build_trial_run(mutated, context_for(dataset_dir, "pbt-donor"), 0, 1, torch.device("cpu"), lambda m: m)
+    handed = taken_over(saved)
+    state = start_iteration(exploiter, 1, handed)
+    scheduled = saved["optimizer"]["param_groups"][0]["lr"]  # the donor's lr where its cosine schedule stands
+    for group in state.optimizer.param_groups:
+        assert group["lr"] == pytest.approx(scheduled * 0.012 / 0.01, rel=1e-12)
+        assert group["weight_decay"] == 3e-4 and group["momentum"] == 0.7
+    assert state.scheduler.base_lrs == [pytest.approx(0.012, rel=1e-12)]
+    progress = Progress(**handed["progress"])
+    assert (progress.next_epoch, progress.best_epoch, progress.best_metric) == (3, 0, None)
+    assert BestWeights.from_checkpoint(handed).weights is None

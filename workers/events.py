@@ -43,6 +43,8 @@ class TrainMetrics(Contract):
 
     loss: float
     lr: float
+    weight_decay: float | None = None  # the optimizer's, in effect during the epoch
+    momentum: float | None = None  # SGD's, in effect during the epoch (None for Adam and AdamW)
     epoch_time_s: float
     eval_time_s: float | None = None  # scoring the epoch's evaluated splits (val; test only if it is the target)
     images: int
@@ -74,10 +76,14 @@ class TrialEvent(Contract):
     params: dict[str, Any] | None = None
     workers: int | None = None
     gpus_per_worker: float | None = None
+    cpus: float | None = None  # the CPUs the trial holds from Ray: its workers' and its Tune trial's own
+    gpus: float | None = None  # the GPUs it holds (workers x gpus_per_worker)
     num_params: int | None = None
     protocol: dict[str, Any] | None = None
     error: str | None = None
-    wall_time_s: float | None = None
+    # One run of the trial's Tune function (its whole run; a pause or an exploit ends one and a
+    # resume starts the next): {started, seconds}, start-up, epochs and evaluation included
+    run_segment: dict[str, float] | None = None
     best_checkpoint: str | None = None
     reason: str | None = None  # why a scheduler stopped the trial
     rung: int | None = None  # the epoch of the rung (or bracket step) it was stopped at

@@ -47,6 +47,18 @@ def step_scheduler(scheduler, target_value: float) -> None:
         scheduler.step()
 
 
+def apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler, train, saved_lr: float) -> None:
+    """After loading another trial's optimizer state (PBT), every group takes `train`'s
+    hyperparameters: the lr rescaled by train.lr / saved_lr where the schedule stands (and where it
+    would take it next), the weight decay, and SGD's momentum. `train` is the trial's TrainParams."""
+    rescale_lr(optimizer, scheduler, train.lr / saved_lr)
+    for group in optimizer.param_groups:
+        group["weight_decay"] = train.weight_decay
+        if "momentum" in group:
+            group["momentum"] = train.momentum
+            group["nesterov"] = train.momentum > 0
+
+
 def rescale_lr(optimizer: torch.optim.Optimizer, scheduler, factor: float) -> None:
     """Multiply the learning rate, where the schedule would take it next included, by `factor`."""
     if factor == 1.0:

@@ -50,6 +50,10 @@ def epoch_report(run: TrialRun, state: IterationState, progress: Progress, epoch
     for name, split_scores in scores.items():
         report.update({f"{name}_{score}": rankable(split_scores[score], mode) for score in SCORE_NAMES})
     report.setdefault(run.context.target.metric, rankable(None, mode))  # a dataset without its split
+    if final and run.target == run.context.target:
+        # A search algorithm (Optuna) learns a trial's value from its last report: the value of its
+        # best epoch, as the summary ranks it. No scheduler decides on a final report.
+        report[run.target.metric] = rankable(progress.best_metric, mode)
     return report
 
 
@@ -64,7 +68,7 @@ def report_with_checkpoint(run: TrialRun, state: IterationState, progress: Progr
             save_checkpoint(Path(directory), checkpoint_state(
                 run.core, run.trial, run.context, run.manifest, optimizer=state.optimizer.state_dict(),
                 scheduler=state.scheduler.state_dict() if state.scheduler is not None else None,
-                progress=dataclasses.asdict(progress), epoch=epoch, metrics=report,
+                scaler=state.scaler.state_dict(), progress=dataclasses.asdict(progress), epoch=epoch, metrics=report,
                 best_model=best.checkpoint_entry(epoch), scoring=scoring))
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(report, checkpoint=checkpoint)

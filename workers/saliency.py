@@ -26,40 +26,54 @@ from PIL import Image, ImageFilter
 KEEP_MASK_DIR = "keep_masks"
 
 
-def foreground_relevance(logits: torch.Tensor, background_classes: list[int]) -> torch.Tensor:
-    """(B, C, H, W) logits -> (B, H, W): summed softmax probability of the non-background classes."""
-    probabilities = logits.float().softmax(dim=1)
-    foreground = [c for c in range(logits.shape[1]) if c not in set(background_classes)]
-    return probabilities[:, foreground].sum(dim=1)
+def foreground_log_odds(logits: torch.Tensor, background_classes: list[int]) -> torch.Tensor:
+    """(B, C, H, W) logits -> (B, H, W) float64: log P(foreground) - log P(background), that is
+    logsumexp of the foreground logits minus logsumexp of the background ones. It ranks pixels as
+    the softmax foreground probability does, without its saturation: a float32 softmax sum is
+    exactly 1.0 wherever the background probability is below about 6e-8, which would tie most of
+    a confidently predicted object."""
+    logits = logits.double()
+    background = set(background_classes)
+    foreground = [c for c in range(logits.shape[1]) if c not in background]
+    return logits[:, foreground].logsumexp(dim=1) - logits[:, sorted(background)].logsumexp(dim=1)
 
 
-def random_relevance(rows: list[int], pixels: int, seed: int, iteration: int, device: torch.device) -> torch.Tensor:
-    """The control: uniform noise per image, reproducible per (seed, iteration, row) whatever the
-    batch or the number of ranks."""
+def row_noise(rows: list[int], pixels: int, seed: int, iteration: int, device: torch.device,
+              stream: int = 0) -> torch.Tensor:
+    """(B, pixels) uniform noise per image, reproducible per (seed, iteration, row, stream) whatever
+    the batch or the number of ranks."""
     noise = [torch.rand(pixels, generator=torch.Generator().manual_seed(int(np.random.SeedSequence(
-        [seed, iteration, row]).generate_state(1)[0]))) for row in rows]
+        [seed, iteration, row, stream]).generate_state(1)[0]))) for row in rows]
     return torch.stack(noise).to(device)
 
 
-def select_keep(relevance: torch.Tensor, kept: torch.Tensor, keep_percent: float) -> torch.Tensor:
+def random_relevance(rows: list[int], pixels: int, seed: int, iteration: int, device: torch.device) -> torch.Tensor:
+    """The control: uniform noise per image (row_noise's stream 0)."""
+    return row_noise(rows, pixels, seed, iteration, device)
+
+
+def tie_keys(rows: list[int], pixels: int, seed: int, iteration: int, device: torch.device) -> torch.Tensor:
+    """A seeded random order of each image's pixels, for ties in relevance (row_noise's stream 1)."""
+    return row_noise(rows, pixels, seed, iteration, device, stream=1)
+
+
+def select_keep(relevance: torch.Tensor, kept: torch.Tensor, keep_percent: float,
+                ties: torch.Tensor) -> torch.Tensor:
     """Per image, keep the `keep_percent` most relevant of the pixels still kept.
 
-    relevance: (B, N) float, kept: (B, N) bool. Exactly round(kept_i * p) pixels stay in image i:
-    the threshold is the k-th largest relevance among kept pixels, found batched on the device,
-    and ties at the threshold are broken by pixel order.
+    relevance: (B, N), kept: (B, N) bool, ties: (B, N), the order among equal relevances (lowest
+    first; tie_keys draws a seeded random one, so that exact ties never fall in pixel order, which
+    would cut rows off an image). Exactly round(kept_i * p) pixels stay in image i: the pixels are
+    ordered by relevance, then by tie key (two stable sorts, on the device), and the first k kept.
     """
     batch, pixels = relevance.shape
-    counts = kept.sum(dim=1)
-    k = torch.round(counts.double() * keep_percent / 100.0).long()
-    scores = torch.where(kept, relevance.float(), torch.full_like(relevance, float("-inf"), dtype=torch.float))
-    ordered = scores.sort(dim=1, descending=True).values
-    threshold = ordered.gather(1, (k - 1).clamp(min=0).unsqueeze(1))
-    above = (scores > threshold) & kept
-    ties = (scores == threshold) & kept
-    needed = (k - above.sum(dim=1)).unsqueeze(1)
-    tie_rank = ties.long().cumsum(dim=1)
-    selected = above | (ties & (tie_rank <= needed))
-    return selected & (k > 0).unsqueeze(1)
+    k = torch.round(kept.sum(dim=1).double() * keep_percent / 100.0).long()
+    scores = torch.where(kept, relevance.double(), torch.tensor(float("-inf"), dtype=torch.float64,
+                                                                device=relevance.device))
+    by_tie = ties.argsort(dim=1, stable=True)
+    order = by_tie.gather(1, scores.gather(1, by_tie).argsort(dim=1, descending=True, stable=True))
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(pixels, device=order.device).expand(batch, pixels))
+    return (rank < k.unsqueeze(1)) & kept
 
 
 def iteration_dir(data_root: str | Path, job_id: str, trial: str, iteration: int) -> Path:

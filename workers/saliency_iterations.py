@@ -19,8 +19,8 @@ from seg_models.exceptions import SpecError
 from seg_models.registry import build_model
 from workers.checkpointing import BestWeights, checkpoint_state, save_checkpoint, scoring_setup
 from workers.data import copy_rows, to_model_input
-from workers.saliency import (KeepMasks, foreground_relevance, iteration_dir, random_relevance, read_meta,
-                              select_keep, write_meta, write_rank_masks)
+from workers.saliency import (KeepMasks, foreground_log_odds, iteration_dir, random_relevance, read_meta,
+                              select_keep, tie_keys, write_meta, write_rank_masks)
 from workers.samples import write_sample_grid
 from workers.seeding import reinit_seed
 from workers.shards import rank_indices
@@ -111,18 +111,19 @@ def compute_keep_masks(run: TrialRun, state: IterationState, directory: Path) ->
         images = to_model_input(images, plain.normalize, run.device, run.memory_format)
         relevance = pixel_relevance(run, state.iteration, batch_rows, images)
         kept = kept_pixels(state.keep_masks, batch_rows, height * width, run.device)
-        selected = select_keep(relevance, kept, run.trial.saliency.keep_percent)
+        ties = tie_keys(batch_rows, height * width, run.trial.train.seed, state.iteration, run.device)
+        selected = select_keep(relevance, kept, run.trial.saliency.keep_percent, ties)
         keeps.append(selected.reshape(-1, height, width).cpu().numpy())
     write_rank_masks(directory, run.rank, rows, np.concatenate(keeps))
 
 
 def pixel_relevance(run: TrialRun, iteration: int, rows: list[int], images: torch.Tensor) -> torch.Tensor:
-    """(B, H*W) relevance: the model's foreground probability, or the random control's noise."""
+    """(B, H*W) relevance: the model's foreground log-odds, or the random control's noise."""
     saliency = run.trial.saliency
     if saliency.relevance == "random":
         height, width = run.manifest["image_size"]
         return random_relevance(rows, height * width, run.trial.train.seed, iteration, run.device)
-    return foreground_relevance(run.core(images), background_classes(run)).reshape(len(rows), -1)
+    return foreground_log_odds(run.core(images), background_classes(run)).reshape(len(rows), -1)
 
 
 def background_classes(run: TrialRun) -> list[int]:

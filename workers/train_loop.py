@@ -21,7 +21,7 @@ from seg_models.base import split_outputs
 from workers.checkpointing import CHECKPOINT_FILE, BestWeights, load_checkpoint
 from workers.data import EpochRows, IterationLoader, SplitDataset, make_loader, to_model_input, to_model_target
 from workers.evaluation import broadcast_buffers, evaluate
-from workers.optim import build_optimizer, build_scheduler, rescale_lr, step_scheduler
+from workers.optim import apply_hyperparameters, build_optimizer, build_scheduler, step_scheduler
 from workers.reporting import (epoch_report, peak_memory_mb, publish_epoch, rankable, report_trial_done,
                                report_with_checkpoint)
 from workers.saliency_iterations import finish_iteration, last_finished_iteration, masks_dir, prepare_iteration
@@ -39,7 +39,9 @@ def train_loop_per_worker(config: dict) -> None:
         resuming = saved is not None and saved["progress"]["iteration"] == progress.iteration
         state = start_iteration(run, progress.iteration, saved if resuming else None)
         best = BestWeights.from_checkpoint(saved) if resuming else BestWeights()
-        train_epochs(run, state, progress, best)
+        trained = train_epochs(run, state, progress, best)
+        if not trained and resuming and progress.iteration == run.trial.iterations:
+            ray.train.report(saved["metrics"])  # its last report was made before the restart: made again
         if run.trial.saliency:
             finish_iteration(run, state, best, last=progress.iteration == run.trial.iterations)
         progress = Progress(iteration=progress.iteration + 1)
@@ -66,6 +68,8 @@ def restore(run: TrialRun, start_from: StartFrom | None) -> tuple[Progress, dict
             saved = load_checkpoint(Path(directory) / CHECKPOINT_FILE, map_location=run.device)
     elif start_from:
         saved = load_checkpoint(start_from.checkpoint, map_location=run.device)
+        if start_from.trial != run.trial.name:
+            saved = taken_over(saved)
     finished = last_finished_iteration(run)
     if finished and (saved is None or saved["progress"]["iteration"] <= finished):
         run.core.load_state_dict(load_checkpoint(masks_dir(run, finished), map_location=run.device)["model"])
@@ -78,6 +82,14 @@ def restore(run: TrialRun, start_from: StartFrom | None) -> tuple[Progress, dict
     return Progress(**saved["progress"]), saved
 
 
+def taken_over(saved: dict) -> dict:
+    """Another trial's checkpoint as PBT hands it over: its weights, optimizer, schedule and epoch,
+    but not its best epoch: the trial that takes it over decides its own best among the epochs it
+    trains from here on (and scores its test split with that epoch's weights)."""
+    progress = {**saved["progress"], "best_metric": None, "best_epoch": 0, "epochs_without_improvement": 0}
+    return {**saved, "progress": progress, "best_model": None}
+
+
 def start_iteration(run: TrialRun, iteration: int, saved: dict | None) -> IterationState:
     """Fresh optimizer and schedule per iteration, or the saved ones when resuming inside it."""
     keep_masks = prepare_iteration(run, iteration, resuming=saved is not None)
@@ -88,19 +100,25 @@ def start_iteration(run: TrialRun, iteration: int, saved: dict | None) -> Iterat
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None and saved.get("scheduler"):
             scheduler.load_state_dict(saved["scheduler"])
-        # PBT hands over another trial's state under a mutated lr: its schedule goes on, rescaled
-        rescale_lr(optimizer, scheduler, train.lr / saved["trial"]["train"]["lr"])
+        # PBT hands over another trial's state under mutated hyperparameters: written into every group
+        apply_hyperparameters(optimizer, scheduler, train, saved["trial"]["train"]["lr"])
+    scaler = torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16)
+    if saved is not None and saved.get("scaler") and scaler.is_enabled():
+        scaler.load_state_dict(saved["scaler"])
     train_data = run.datasets["train"].with_keep_masks(keep_masks)
     return IterationState(iteration=iteration, train_data=train_data, keep_masks=keep_masks,
                           loader=iteration_loader(run, train_data, iteration), optimizer=optimizer, scheduler=scheduler,
-                          scaler=torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16))
+                          scaler=scaler)
 
 
-def train_epochs(run: TrialRun, state: IterationState, progress: Progress, best: BestWeights) -> None:
+def train_epochs(run: TrialRun, state: IterationState, progress: Progress, best: BestWeights) -> int:
     """Every rank decides the best epoch from the same all-reduced scores (early stopping, the
-    plateau schedule and a saliency iteration's best weights need it everywhere); rank 0 publishes it."""
+    plateau schedule and a saliency iteration's best weights need it everywhere); rank 0 publishes it.
+    The number of epochs trained (0 when a checkpoint of the iteration's last epoch was restored)."""
     train = run.trial.train
+    trained = 0
     for epoch in range(progress.next_epoch, train.epochs + 1):
+        trained += 1
         train_metrics = train_one_epoch(run, state, epoch)
         broadcast_buffers(run.core)
         started = time.perf_counter()
@@ -112,6 +130,8 @@ def train_epochs(run: TrialRun, state: IterationState, progress: Progress, best:
             best.take(run.core, epoch)
         step_scheduler(state.scheduler, rankable(value, run.target.mode))
         final = epoch == train.epochs or progress.patience_exhausted(train.early_stop_patience)
+        if final:  # the checkpoint says the iteration is over: a restart from it trains no more epochs
+            progress.next_epoch = train.epochs + 1
         # Published before the checkpoint is reported: a restart re-runs this epoch and its events
         # replace these (same trial, iteration, epoch, split), so nothing is lost or doubled.
         if run.publisher:
@@ -121,8 +141,8 @@ def train_epochs(run: TrialRun, state: IterationState, progress: Progress, best:
         report = epoch_report(run, state, progress, epoch, train_metrics, scores, final)
         report_with_checkpoint(run, state, progress, best, epoch, report)
         if final:
-            progress.next_epoch = train.epochs + 1
             break
+    return trained
 
 
 def epoch_splits(run: TrialRun) -> list[str]:
@@ -169,7 +189,9 @@ def train_one_epoch(run: TrialRun, state: IterationState, epoch: int) -> dict:
     if dist.is_initialized():
         dist.all_reduce(totals)
     elapsed = time.perf_counter() - started
-    return {"loss": float(totals[0] / totals[1]), "lr": state.optimizer.param_groups[0]["lr"],
+    group = state.optimizer.param_groups[0]
+    return {"loss": float(totals[0] / totals[1]), "lr": group["lr"], "weight_decay": group["weight_decay"],
+            "momentum": group.get("momentum"),
             "epoch_time_s": elapsed, "images": int(totals[1]), "images_per_s": float(totals[1]) / elapsed,
             "peak_memory_mb": peak_memory_mb(run.device)}
 
