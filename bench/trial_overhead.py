@@ -1,22 +1,28 @@
-"""The fixed cost of a segq trial: a 4-trial FIFO sweep against the same trainings in a plain loop.
+"""The fixed cost of a segq trial, on each path a trial can take.
 
-Starts an embedded default in a scratch SEGQ_HOME, prepares the demo's synthetic data (320 images at
-64x64: 224 train, 48 val, 48 test) and submits, through the CLI, a FIFO sweep of the demo U-Net
-(base_width 16, depth 3) over 4 learning rates: 12 epochs each, batch 8, no augmentation, one DDP
-worker of one CPU, one trial at a time. The same four trainings also run one after another in this
-process in a plain PyTorch loop on the same threads (1): the same model, rows and batches, Adam, the
-validation split scored every epoch, a checkpoint written every epoch, the test split scored once.
-The plain trainings bracket the sweep, half before it and half after, on the same idle cluster: the
-speed of this machine's cores drifts (they are shared with other virtual machines), and so the
-drift falls on both sides alike.
+Starts an embedded default in a scratch SEGQ_HOME and prepares the demo's synthetic data (320 images
+at 64x64: 224 train, 48 val, 48 test). Then, through the CLI, one trial at a time (FIFO):
 
-    fixed cost per trial = (sweep wall time - the trials' own training and validation) / trials
-    plain/segq           = plain loop wall time / sweep wall time
+(a) one-worker trials, which train in their own Tune trial: a sweep of the demo U-Net (base_width 16,
+    depth 3) over 8 learning rates, 12 epochs each, batch 8, no augmentation, one worker of one CPU;
+    the same eight trainings also run one after another in this process in a plain PyTorch loop on
+    the same threads (1): the same model, rows and batches, Adam, the validation split scored every
+    epoch, a checkpoint written every epoch, the test split scored once. The plain trainings bracket
+    the sweep, half before it and half after, so that a drift in this machine's speed (its cores are
+    shared with other virtual machines) falls on both alike.
+(b) DDP trials through Ray Train: a sweep of the same U-Net over 4 learning rates, 2 epochs each, two
+    workers of 0.5 CPU; in the same run, the floor Ray Train itself sets: a bare `TorchTrainer.fit()`
+    of an empty function with the same two workers, from a client of the same cluster.
 
-The sweep's wall time runs from `segq submit` to the end of `--wait`; the trials' own time is the
-sum of their epochs' `epoch_time_s` and `eval_time_s` as their workers published them.
+    per-trial fixed cost = (sweep wall time - the job's own start and end - the trials' own
+                            training and validation) / trials
+    plain/segq           = plain loop wall time / (sweep wall time - the job's own start and end)
 
-    .venv/bin/python bench/trial_overhead.py [--trials 4] [--epochs 12] [--no-results]
+The job's own start and end are reported apart: from `segq submit` to the job driver's start, from
+the last trial's end to the job's, and from the job's end to `--wait` returning. The trials' own
+time is the sum of their epochs' `epoch_time_s` and `eval_time_s` as they published them.
+
+    .venv/bin/python bench/trial_overhead.py [--trials 8] [--epochs 12] [--ddp-trials 4] [--no-results]
 """
 from __future__ import annotations
 
@@ -42,9 +48,10 @@ from results_file import Run, add_arguments, publish, section, table, verdict  #
 
 SEGQ = str(Path(sys.executable).with_name("segq"))
 MODEL = {"base_width": 16, "depth": 3}
-LRS = [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-4]
+LRS = [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-4, 6e-4, 2e-3]
 BATCH = 8
-TARGETS = {"fixed cost per trial (s)": 6.0, "plain/segq": 0.75}
+DDP_EPOCHS = 2
+TARGETS = {"per-trial fixed cost (s)": 2.5, "plain/segq": 0.9}
 
 
 def segq(env: dict, *args: str) -> str:
@@ -56,36 +63,71 @@ def segq(env: dict, *args: str) -> str:
 
 @dataclasses.dataclass
 class Sweep:
+    trials: int
     wall: float  # from `segq submit` to the end of `--wait`
-    own: float  # the trials' own training + validation, as their workers published it
+    own: float  # the trials' own training + validation, as they published it
     breakdown: list[tuple[str, float, float, float, float]]  # per trial, where its time outside its epochs went
     to_driver: float  # from `segq submit` to the job driver's start
     after_last: float  # from the last trial's end to the job's
     to_return: float  # from the job's end to `--wait` returning
+    processes: int  # the processes the trials trained in
+
+    @property
+    def job_level(self) -> float:
+        return self.to_driver + self.after_last + self.to_return
+
+    @property
+    def per_trial(self) -> float:
+        return (self.wall - self.job_level - self.own) / self.trials
 
 
-def run_sweep(env: dict, data: Path, trials: int, epochs: int) -> Sweep:
-    lrs = ",".join(str(lr) for lr in LRS[:trials])
-    spec = Path(env["SEGQ_HOME"]) / "overhead.yaml"
+def run_sweep(env: dict, data: Path, lrs: list[float], epochs: int, workers: int, cpus: float) -> Sweep:
+    spec = Path(env["SEGQ_HOME"]) / f"overhead-{workers}.yaml"
     spec.write_text(json.dumps({
         "data": str(data), "archs": ["unet"], "models": {"unet": MODEL},
         "train": {"epochs": epochs, "batch_size": BATCH, "augment": "none", "optimizer": "adam"},
-        "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1}}))
+        "resources": {"workers_per_trial": workers, "cpus_per_worker": cpus, "max_concurrent_trials": 1}}))
     submitted, started = time.time(), time.perf_counter()
-    job = segq(env, "submit", "sweep", str(spec), "--lr", lrs, "--wait").strip().splitlines()[-1]
+    job = segq(env, "submit", "sweep", str(spec), "--lr", ",".join(map(str, lrs)), "--wait").strip().splitlines()[-1]
     wall = time.perf_counter() - started
     rows = json.loads(segq(env, "summary", job, "--format", "json"))
     own = sum(row["train_time_s"] for row in rows) + sum(row.get("eval_time_s") or 0 for row in rows)
-    record, trial_rows, last_end = breakdown(env, job)
-    return Sweep(wall, own, trial_rows, record.started_at - submitted, record.ended_at - last_end,
-                 submitted + wall - record.ended_at)
+    record, trial_rows, last_end, processes = breakdown(env, job)
+    return Sweep(len(lrs), wall, own, trial_rows, record.started_at - submitted, record.ended_at - last_end,
+                 submitted + wall - record.ended_at, processes)
+
+
+def bare_fit(env: dict, storage: Path, repeats: int = 2) -> float:
+    """Seconds of a bare TorchTrainer.fit() of an empty function with two 0.5-CPU workers, as a
+    client of the embedded default (the lowest of `repeats`): what Ray Train costs a DDP trial."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from cluster import local
+    from cluster.connect import use_token_auth
+
+    use_token_auth()
+    ray.init(address=local.read_state(Path(env["SEGQ_HOME"]))["ray"]["address"], logging_level="ERROR")
+    try:
+        times = []
+        for attempt in range(repeats):
+            trainer = TorchTrainer(lambda: None, scaling_config=ScalingConfig(num_workers=2, resources_per_worker={
+                "CPU": 0.5}), run_config=RunConfig(name=f"bare-{attempt}", storage_path=str(storage)))
+            started = time.perf_counter()
+            trainer.fit()
+            times.append(time.perf_counter() - started)
+        return min(times)
+    finally:
+        ray.shutdown()
 
 
 def breakdown(env: dict, job: str):
     """Where each trial's time outside its epochs goes, from the job's event timestamps: from the
     previous trial's end (the job driver's start, for the first) to the trial function (Tune), to its
-    worker group (Ray Train's start-up, the data and the model), to its first epoch; and from its last
-    epoch until the trial ended. (the job's record, the rows, the last trial's end)"""
+    training processes (Ray Train's worker group, or the trial itself: the data and the model), to its
+    first epoch; and from its last epoch until the trial ended. (the job's record, the rows, the last
+    trial's end, the number of processes rank 0 of the trials ran in)"""
     from cluster import local
     from cluster.connect import connect_redis
     from jobs import keys
@@ -95,9 +137,12 @@ def breakdown(env: dict, job: str):
     client = connect_redis(local.read_state(Path(env["SEGQ_HOME"]))["redis"]["url"])
     record = JobRecord.load(client, job)
     marks: dict[str, dict[str, float]] = {}
+    pids = set()
     for _, fields in client.xrange(keys.events(job)):
         event = decode_event(fields.get("data"))
         times = marks.setdefault(event.trial, {})
+        if isinstance(event, TrialEvent) and event.ranks:
+            pids.add(event.ranks[0]["pid"])
         if isinstance(event, TrialEvent) and event.status is not None:
             times.setdefault(event.status.value, event.ts)
         if isinstance(event, TrialEvent) and event.attempt_started:
@@ -112,7 +157,7 @@ def breakdown(env: dict, job: str):
         rows.append((trial, times["running"] - previous, times["workers"] - times["running"],
                      times["first_epoch"] - times["workers"], end - times["last_epoch"]))
         previous = end
-    return record, rows, previous
+    return record, rows, previous, len(pids)
 
 
 def split_arrays(data: Path, name: str, manifest: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,64 +228,78 @@ def demo_cluster(scratch: Path):
         segq(env, "down")
 
 
-SECTION_TITLE = "# Trial overhead: a 4-trial FIFO sweep against the same trainings in a plain loop"
+SECTION_TITLE = "# Trial overhead: what a trial costs beyond its epochs, in its Tune trial and through Ray Train"
 
 DESCRIPTION = """`bench/trial_overhead.py` starts an embedded default in a scratch SEGQ_HOME, prepares the demo's
-synthetic data (320 images at 64x64: 224 train, 48 val, 48 test) and submits through the CLI a FIFO
-sweep of the demo U-Net (base_width 16, depth 3) over 4 learning rates, 12 epochs each, batch 8, no
-augmentation, one worker of one CPU, one trial at a time. The same four trainings also run one
-after another in a plain PyTorch loop on 1 thread (per-epoch validation and checkpoint, test once),
-half before the sweep and half after, so that a drift in the machine's speed falls on both alike.
-From the job's event timestamps it also gives where each trial's time outside its epochs goes.
-It takes about 8 minutes; `make bench` rewrites this section."""
+synthetic data (320 images at 64x64: 224 train, 48 val, 48 test) and submits through the CLI, one
+trial at a time: (a) a FIFO sweep of the demo U-Net (base_width 16, depth 3) over 8 learning rates,
+12 epochs each, batch 8, no augmentation, one worker of one CPU (each trial trains in its own Tune
+trial), against the same eight trainings in a plain PyTorch loop on 1 thread (per-epoch validation
+and checkpoint, test once), half before the sweep and half after, so that a drift in the machine's
+speed falls on both alike; (b) a FIFO sweep of the same U-Net over 4 learning rates, 2 epochs each,
+two DDP workers of 0.5 CPU (through Ray Train), against a bare `TorchTrainer.fit()` of an empty
+function with the same two workers in the same run. The job's own start and end (submission to the
+job driver, the last trial's end to the job's, the job's end to `--wait` returning) are reported
+apart from the per-trial cost. It takes about 15 minutes; `make bench` rewrites this section."""
 
-READING = """Reading: the fixed cost is almost all Ray Train starting each trial's worker group (the "worker
-group up" column): a controller process, then its placement-group cleaner, synchronisation and
-dataset-manager actors, then the worker processes, each a new Python process; the controller and
-the workers each import Ray Train's torch integration (about 3.5 s of imports on this machine), and
-the workers start torch's process group. Ray starts a new process for every actor (its pool of idle
-workers serves tasks), so neither prestarted workers nor preloaded modules (`RAY_preload_python_modules`)
-shorten it. segq's own share is small: the train modules import in about 0.6 s (matplotlib only where
-a picture is drawn), the Train controller imports only the forwarding callback (jobs.forwarding), a
-trial ends as soon as its workers report that they are done, while its worker group shuts down
-beside the next trial's start (the "trial ended" column), and under FIFO the next trial runs in the
-same Tune process (the "trial function" column). The 6 s target needs worker processes that outlive
-a trial, which Ray Train's per-run worker group does not offer."""
+READING = """Reading: a one-worker trial trains in its Tune trial's process, which Tune reuses from trial to
+trial: no worker group, no new process, no imports again; what is left per trial is building its
+data and model, its reports and checkpoints, and Tune's own scheduling. A DDP trial still starts a
+Ray Train worker group (a controller, then the worker processes, each importing torch and Ray
+Train, then torch's process group): that is the floor the bare `fit()` measures; segq adds its
+trial process's two queues once per process (not per trial), no preemption watcher on the embedded
+default, and a controller that imports only the forwarding callback."""
 
 
-def results_section(run: Run, sweep: Sweep, plain: float, figures: dict[str, float]) -> str:
-    body = table(["figure", "measured", "target"], [
-        ["sweep wall time", f"{sweep.wall:.1f} s", ""],
-        ["the trials' own training + validation", f"{sweep.own:.1f} s", ""],
+def results_section(run: Run, in_trial: Sweep, plain: float, ddp: Sweep, floor: float, figures: dict) -> str:
+    body = ["(a) one-worker trials, in their Tune trial:", ""] + table(["figure", "measured", "target"], [
+        ["sweep wall time", f"{in_trial.wall:.1f} s", ""],
+        ["the job's own start and end", f"{in_trial.job_level:.1f} s ({in_trial.to_driver:.1f} s submission -> "
+                                        f"driver, {in_trial.after_last:.1f} s last trial -> job end, "
+                                        f"{in_trial.to_return:.1f} s job end -> --wait returned)", ""],
+        ["the trials' own training + validation", f"{in_trial.own:.1f} s", ""],
         ["plain loop, the same trainings", f"{plain:.1f} s", ""],
+        ["processes the trials trained in", f"{in_trial.processes} for {in_trial.trials} trials", ""],
         *[[name, f"{value:.2f}", target_text(name, value)] for name, value in figures.items()]])
-    body += ["", "Per trial (s), from the job's events:", ""] + table(
-        ["trial", "previous trial's end -> trial function", "-> worker group up", "-> first epoch",
-         "last epoch -> trial ended"], [[row[0], *(f"{value:.1f}" for value in row[1:])] for row in sweep.breakdown])
-    body += ["", f"From `segq submit` to the job driver's start: {sweep.to_driver:.1f} s; from the last trial's end "
-                 f"to the job's: {sweep.after_last:.1f} s; from the job's end to `--wait` returning: "
-                 f"{sweep.to_return:.1f} s. That leaves {rest_of(sweep):.1f} s of the fixed cost for the "
-                 f"epochs' reports and checkpoints."]
+    body += ["", "Per trial (s), from the job's events:", ""] + breakdown_table(in_trial)
+    body += ["", "(b) DDP trials through Ray Train (2 workers each):", ""] + table(["figure", "measured", "target"], [
+        ["sweep wall time", f"{ddp.wall:.1f} s", ""],
+        ["the job's own start and end", f"{ddp.job_level:.1f} s", ""],
+        ["the trials' own training + validation", f"{ddp.own:.1f} s", ""],
+        ["bare TorchTrainer.fit() of an empty function, 2 workers", f"{floor:.2f} s", ""],
+        ["per-trial fixed cost (s)", f"{ddp.per_trial:.2f}",
+         f"<= floor + 2 = {floor + 2:.2f}: {verdict(ddp.per_trial <= floor + 2)}"]])
+    body += ["", "Per trial (s), from the job's events:", ""] + breakdown_table(ddp)
     return section(SECTION_TITLE, DESCRIPTION, run, body, READING)
 
 
-def rest_of(sweep: Sweep) -> float:
-    """The fixed cost outside the per-trial columns and the job's start and end."""
-    accounted = sum(sum(row[1:]) for row in sweep.breakdown) + sweep.to_driver + sweep.after_last + sweep.to_return
-    return sweep.wall - sweep.own - accounted
+def breakdown_table(sweep: Sweep) -> list[str]:
+    return table(["trial", "previous trial's end -> trial function", "-> training processes up", "-> first epoch",
+                  "last epoch -> trial ended"],
+                 [[row[0], *(f"{value:.1f}" for value in row[1:])] for row in sweep.breakdown])
 
 
 def target_text(name: str, value: float) -> str:
     target = TARGETS[name]
-    if name.startswith("fixed"):
+    if name.startswith("per-trial"):
         return f"<= {target}: {verdict(value <= target)}"
     return f">= {target}: {verdict(value >= target)}"
 
 
+def report(name: str, sweep: Sweep) -> None:
+    print(f"{name}: {sweep.wall:.1f} s wall; the job's own start and end {sweep.job_level:.1f} s "
+          f"(submit -> driver {sweep.to_driver:.1f}, last trial -> job end {sweep.after_last:.1f}, "
+          f"job end -> --wait {sweep.to_return:.1f}); the trials' own training and validation {sweep.own:.1f} s; "
+          f"{sweep.trials} trials in {sweep.processes} process(es); per-trial fixed cost {sweep.per_trial:.2f} s")
+    for trial, *seconds in sweep.breakdown:
+        print(f"  {trial}: " + "  ".join(f"{value:5.1f}" for value in seconds))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=4, choices=range(1, len(LRS) + 1))
+    parser.add_argument("--trials", type=int, default=8, choices=range(2, len(LRS) + 1))
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--ddp-trials", type=int, default=4, choices=range(1, len(LRS) + 1))
     add_arguments(parser)
     args = parser.parse_args()
     run = Run()
@@ -250,22 +309,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="segq-bench-") as scratch:
         with demo_cluster(Path(scratch)) as (env, data):
             plain = plain_trainings(data, lrs[0::2], args.epochs, Path(scratch) / "plain.pt")
-            sweep = run_sweep(env, data, args.trials, args.epochs)
+            in_trial = run_sweep(env, data, lrs, args.epochs, workers=1, cpus=1)
             plain += plain_trainings(data, lrs[1::2], args.epochs, Path(scratch) / "plain.pt")
-    figures = {"fixed cost per trial (s)": (sweep.wall - sweep.own) / args.trials, "plain/segq": plain / sweep.wall}
-    print(f"segq sweep: {sweep.wall:.1f} s wall, of which the trials' own training and validation {sweep.own:.1f} s "
-          f"({args.trials} trials x {args.epochs} epochs)")
-    print("per trial (s): previous trial's end -> trial function -> worker group -> first epoch | last epoch -> ended")
-    for trial, *seconds in sweep.breakdown:
-        print(f"  {trial}: " + "  ".join(f"{value:5.1f}" for value in seconds))
-    print(f"submit -> job driver {sweep.to_driver:.1f} s; last trial -> job end {sweep.after_last:.1f} s; "
-          f"job end -> --wait returned {sweep.to_return:.1f} s")
+            ddp = run_sweep(env, data, LRS[:args.ddp_trials], DDP_EPOCHS, workers=2, cpus=0.5)
+            floor = bare_fit(env, Path(scratch) / "bare")
+    figures = {"per-trial fixed cost (s)": in_trial.per_trial, "plain/segq": plain / (in_trial.wall - in_trial.job_level)}
+    report("(a) one-worker sweep", in_trial)
     print(f"plain loop: {plain:.1f} s for the same {args.trials} trainings, one after another, 1 thread "
           f"(half before the sweep, half after)")
     for name, value in figures.items():
         print(f"{name:26} {value:7.2f}  (target {target_text(name, value).replace('**not met**', 'NOT met')})")
+    report("(b) DDP sweep", ddp)
+    print(f"bare TorchTrainer.fit(), 2 workers: {floor:.2f} s; DDP per-trial fixed cost {ddp.per_trial:.2f} s "
+          f"(target <= {floor + 2:.2f}: {'met' if ddp.per_trial <= floor + 2 else 'NOT met'})")
     run.finish()
-    publish(args, SECTION_TITLE, results_section(run, sweep, plain, figures))
+    publish(args, SECTION_TITLE, results_section(run, in_trial, plain, ddp, floor, figures))
 
 
 if __name__ == "__main__":

@@ -63,9 +63,16 @@ def jobs_show(
         record = reconcile(client, record, jobs)
     if output_format is ShowFormat.json:
         console.print_json(json.dumps({**record.to_dict(), "spec": record.spec, "trials": record.trials,
-                                       "attempts": record.attempts}))
+                                       "attempts": record.attempts, "trial_path": trial_path(record)}))
     else:
         print_record(record)
+
+
+def trial_path(record) -> str:
+    """Where the job's trials train (jobs.spec.Resources.path)."""
+    from jobs.spec import Resources
+
+    return Resources.model_validate(record.spec.get("resources") or {}).path
 
 
 def print_record(record) -> None:
@@ -75,6 +82,7 @@ def print_record(record) -> None:
     for name, value in record.to_dict().items():
         if name not in ("spec", "trials"):
             facts.add_row(name, value)
+    facts.add_row("trial_path", trial_path(record))
     console.print(facts)
     console.print(trials_table(record.trials))
 

@@ -234,7 +234,7 @@ def resources_line(resources, count: int) -> str:
             f"{resources.gpus_per_worker:g} GPU) = {count * cpus:g} CPU, {count * gpus:g} GPU in all")
     if resources.max_concurrent_trials:
         line += f"; at most {resources.max_concurrent_trials} trials at once"
-    return line
+    return f"{line}; {resources.path}"
 
 
 def print_plan(spec, trials: list) -> None:

@@ -22,7 +22,7 @@ from jobs.queue import Heartbeat, wait_for_turn
 from jobs.records import JobRecord, JobStatus, open_attempt, set_status
 from jobs.resume import restorable, restore_trials
 from jobs.spec import SPEC_KINDS, Resources
-from jobs.sweep import TRIAL_DRIVER_CPUS, run_trials
+from jobs.sweep import run_trials
 from seg_models.exceptions import SegqError, SpecError
 from workers.redis_client import open_redis
 from workers.trial_spec import TrialSpec
@@ -35,14 +35,14 @@ def check_fits_cluster(resources: Resources) -> None:
 
     available = ray.cluster_resources()
     workers, cpus_per_worker = resources.workers_per_trial, resources.cpus_per_worker
-    cpus_needed = TRIAL_DRIVER_CPUS + workers * cpus_per_worker
+    cpus_needed = resources.trial_cpus
     if cpus_needed > available.get("CPU", 0) + 1e-9:
         raise SpecError(
-            f"resources: a trial needs {cpus_needed:g} CPUs ({workers} workers x {cpus_per_worker:g} + "
-            f"{TRIAL_DRIVER_CPUS:g}) but the cluster has {available.get('CPU', 0):g}; "
-            "lower resources.cpus_per_worker or resources.workers_per_trial"
+            f"resources: a trial needs {cpus_needed:g} CPUs ({workers} workers x {cpus_per_worker:g}"
+            f"{'' if resources.trains_in_trial else ' + its Tune trial'}) but the cluster has "
+            f"{available.get('CPU', 0):g}; lower resources.cpus_per_worker or resources.workers_per_trial"
         )
-    gpus_needed = workers * resources.gpus_per_worker
+    gpus_needed = resources.trial_gpus
     if gpus_needed > available.get("GPU", 0) + 1e-9:
         raise SpecError(
             f"resources: a trial needs {gpus_needed:g} GPUs but the cluster has {available.get('GPU', 0):g}"

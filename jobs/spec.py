@@ -29,6 +29,10 @@ from workers.trial_spec import SaliencyParams, Strict, TrainParams, TrialSpec, c
 AXIS_SHORT = {"batch_size": "bs", "weight_decay": "wd", "epochs": "ep"}
 
 
+# What a trial that trains through Ray Train holds itself: its Tune trial only waits on its workers.
+TRIAL_DRIVER_CPUS = 0.1
+
+
 class Resources(Strict):
     workers_per_trial: int = Field(1, ge=1)
     cpus_per_worker: float = Field(0.5, gt=0)
@@ -39,6 +43,41 @@ class Resources(Strict):
                                                  "fit; spread: on as many different nodes as there are")
     collective_timeout_s: int = Field(60, ge=5, le=3600, description="seconds a DDP collective waits for a rank "
                                       "before it fails (Ray's TorchConfig.timeout_s, 1800 by default there)")
+    runner: Literal["auto", "trial", "train"] = Field(
+        "auto", description="where a trial trains: trial: in its own Tune trial, no process of its own (one "
+                            "worker only); train: through Ray Train, a worker group per trial (DDP, and Ray "
+                            "Train's worker restarts even for one worker); auto: trial for one worker, else train")
+
+    @field_validator("runner")
+    @classmethod
+    def one_worker_in_trial(cls, runner: str, info) -> str:
+        if runner == "trial" and info.data.get("workers_per_trial", 1) > 1:
+            raise ValueError(f"a trial trains in its Tune trial with one worker, not "
+                             f"{info.data['workers_per_trial']}; use runner: train (or auto) for DDP")
+        return runner
+
+    @property
+    def trains_in_trial(self) -> bool:
+        """Whether a trial trains in its own Tune trial (see `runner`)."""
+        return self.runner == "trial" or (self.runner == "auto" and self.workers_per_trial == 1)
+
+    @property
+    def trial_cpus(self) -> float:
+        """The CPUs one trial holds in all: its worker's, in its Tune trial, or its workers' and the
+        Tune trial's own."""
+        cpus = self.workers_per_trial * self.cpus_per_worker
+        return cpus if self.trains_in_trial else round(cpus + TRIAL_DRIVER_CPUS, 6)
+
+    @property
+    def trial_gpus(self) -> float:
+        return self.workers_per_trial * self.gpus_per_worker
+
+    @property
+    def path(self) -> str:
+        """Where each trial trains, in words (`--dry-run`, `segq jobs show`)."""
+        if self.trains_in_trial:
+            return "each trial trains in its own Tune trial (one process, reused from trial to trial)"
+        return f"each trial trains through Ray Train ({self.workers_per_trial} worker(s) of their own)"
 
 
 SPACES = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")

@@ -1,12 +1,16 @@
-"""The Tune driver of sweep and saliency jobs: one Tune trial per TrialSpec, each a Ray Train DDP run
-(a saliency trial runs all its iterations inside that one run).
+"""The Tune driver of sweep and saliency jobs: one Tune trial per TrialSpec (a saliency trial runs
+all its iterations inside it). A trial trains in one of two places (Resources.runner):
 
-Ray 2.60 (Train V2): Tune does not take a TorchTrainer, so each Tune trial is a function that
-builds a TorchTrainer, calls fit(), and forwards the workers' reports to Tune with
-TuneReportCallback.
+- in its own Tune trial (one worker): the trial function runs the train loop itself, in the Tune
+  trial's process, which Tune reuses from trial to trial (Ray Tune's pattern for single-process
+  trials; jobs.tuning.InTrialChannel reports its epochs);
+- through Ray Train (DDP): Tune does not take a TorchTrainer (Ray 2.60, Train V2), so the trial
+  function builds one, calls fit(), and forwards the workers' reports to Tune (jobs.forwarding).
 """
 from __future__ import annotations
 
+import gc
+import os
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +19,7 @@ from jobs import keys
 from jobs.deployment import Deployment
 from jobs.resume import finished_before
 from jobs import tuning
-from jobs.spec import SPEC_KINDS, JobSpec, Resources, SweepSpec, trial_name
+from jobs.spec import SPEC_KINDS, TRIAL_DRIVER_CPUS, JobSpec, Resources, SweepSpec, trial_name
 from workers.checkpointing import CHECKPOINT_FILE, RETENTION_SCORE
 from workers.target import Target
 from workers.trial_spec import StartFrom, TrialContext, TrialSpec
@@ -23,8 +27,6 @@ from workers.publisher import MetricsPublisher
 from workers.redis_client import public_url
 from workers import storage
 from workers.saliency import iteration_dir
-
-TRIAL_DRIVER_CPUS = 0.1  # the trial function only waits on its workers
 
 
 def trainer_for(trial: TrialSpec, context: TrialContext, resources: Resources, callbacks: list,
@@ -70,12 +72,9 @@ def checkpoint_config(keep_all: bool = False):
 
 
 def run_trial(config: dict) -> None:
-    """A Tune function trainable: one trial = one TorchTrainer.fit(), each epoch reported to Tune."""
+    """A Tune function trainable: one trial, trained in this Tune trial or through Ray Train, each
+    epoch reported to Tune."""
     from ray import tune
-    from ray.util.queue import Queue
-
-    from jobs.forwarding import ForwardToTune
-    from jobs.tuning import fit_reporting_to_tune, start_point
 
     trial = trial_of(config, tune.get_context().get_trial_name())
     context = TrialContext.model_validate(config["context"])
@@ -86,25 +85,22 @@ def run_trial(config: dict) -> None:
     params = {"model": trial.model, "train": trial.train.model_dump()}
     if trial.saliency:
         params["saliency"] = trial.saliency.model_dump()
-    workers = resources.workers_per_trial
-    facts = {"arch": trial.arch, "params": params, "workers": workers, "gpus_per_worker": resources.gpus_per_worker,
-             "cpus": round(workers * resources.cpus_per_worker + TRIAL_DRIVER_CPUS, 6),
-             "gpus": workers * resources.gpus_per_worker}
+    facts = {"arch": trial.arch, "params": params, "workers": resources.workers_per_trial,
+             "gpus_per_worker": resources.gpus_per_worker, "cpus": resources.trial_cpus, "gpus": resources.trial_gpus,
+             "runner": "trial" if resources.trains_in_trial else "train"}
     started = time.time()
     publisher.trial_event("running", **facts)
-    start_from, run_name, checkpoints = start_point()
+    start_from, run_name, checkpoints = tuning.start_point()
     if start_from and start_from.trial != trial.name:  # PBT: a fresh Train run from the donor's checkpoint
         run_name, checkpoints = f"{context.job_id}-{trial.name}-x{uuid.uuid4().hex[:6]}", {}
         publisher.perturbation_event(start_from.iteration, start_from.epoch, start_from.trial, trial.train.model_dump())
-    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
-    decisions = Queue(actor_options={"num_cpus": 0}) if config.get("scheduler", "fifo") != "fifo" else None
-    trainer = trainer_for(trial, context, resources, [ForwardToTune(queue, context.storage)], run_name, start_from,
-                          keep_all=config.get("scheduler") == "pbt", decisions=decisions)
+    reports = tuning.TuneReports(run_name or f"{context.job_id}-{trial.name}", trial.name, checkpoints,
+                                 before_each=lambda: publisher.trial_event(run_segment=run_segment(started)))
+    train = train_in_trial if resources.trains_in_trial else train_through_ray_train
     try:
-        final_report = fit_reporting_to_tune(trainer, queue, decisions, run_name or f"{context.job_id}-{trial.name}",
-                                             trial.name, checkpoints)
-    except SystemExit:  # Tune paused or ended the trial (a scheduler's decision): the driver publishes why
-        publisher.trial_event(run_segment=run_segment(started))
+        final_report = train(trial, context, resources, start_from, reports, keep_all=config.get("scheduler") == "pbt",
+                             with_scheduler=config.get("scheduler") != "fifo")
+    except SystemExit:  # Tune paused or ended the trial at a report (its run's time went out before it)
         publisher.close()
         raise
     except BaseException as error:
@@ -113,12 +109,52 @@ def run_trial(config: dict) -> None:
         publisher.close()
         raise
     best = best_checkpoint_path(final_report, trial, context)
-    publisher.trial_event("finished", run_segment=run_segment(started), best_checkpoint=best, **facts)
+    publisher.trial_event("finished", run_segment=run_segment(started), best_checkpoint=best,
+                          process_rss_mb=resident_memory_mb(), **facts)
     publisher.close()
+
+
+def resident_memory_mb() -> float | None:
+    """This process's resident memory now (Linux), None where /proc does not tell."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 def run_segment(started: float) -> dict[str, float]:
     return {"started": started, "seconds": time.time() - started}
+
+
+def train_in_trial(trial: TrialSpec, context: TrialContext, resources: Resources, start_from: StartFrom | None,
+                   reports: tuning.TuneReports, keep_all: bool, with_scheduler: bool) -> dict:
+    """The trial's train loop in this process (the Tune trial's); its final report. Tune's report
+    returns once the scheduler let the trial go on, so no channel of decisions is needed."""
+    from workers.train_loop import train_trial
+
+    channel = tuning.InTrialChannel(storage.join(context.storage, "train", reports.run_name), reports, keep_all)
+    try:
+        train_trial(trial, context, channel, start_from)
+    finally:
+        gc.collect()  # the next trial runs in this process: what this one built goes now
+    if channel.last_report is None:
+        raise RuntimeError(f"trial {trial.name}: it ended without a report")
+    return channel.last_report
+
+
+def train_through_ray_train(trial: TrialSpec, context: TrialContext, resources: Resources,
+                            start_from: StartFrom | None, reports: tuning.TuneReports, keep_all: bool,
+                            with_scheduler: bool) -> dict:
+    """One TorchTrainer.fit() for the trial, its workers' reports forwarded to Tune; the final report.
+    Under a scheduler, rank 0 waits on `decisions` after each report until Tune decided on it."""
+    from jobs.forwarding import ForwardToTune
+
+    queue = tuning.trial_queue("reports", maxsize=1)
+    decisions = tuning.trial_queue("decisions") if with_scheduler else None
+    trainer = trainer_for(trial, context, resources, [ForwardToTune(queue, context.storage)], reports.run_name,
+                          start_from, keep_all=keep_all, decisions=decisions)
+    return tuning.fit_reporting_to_tune(trainer, queue, decisions, reports)
 
 
 def trial_of(config: dict, name: str) -> TrialSpec:
@@ -144,7 +180,16 @@ def trial_trainable():
     """What Tune runs per trial, with the resources of the trial function (the same on a restore)."""
     from ray import tune
 
-    return tune.with_resources(run_trial, {"CPU": TRIAL_DRIVER_CPUS})
+    return tune.with_resources(run_trial, trial_resources)
+
+
+def trial_resources(config: dict) -> dict:
+    """What a Tune trial asks Ray for: its worker's CPUs and GPUs when it trains itself, else only
+    the CPUs of a function that waits on its Ray Train workers (they ask for their own)."""
+    resources = Resources.model_validate(config["resources"])
+    if not resources.trains_in_trial:
+        return {"CPU": TRIAL_DRIVER_CPUS}
+    return {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker}
 
 
 def run_trials(job_id: str, data: str, trials: list[TrialSpec], resources: Resources, target: Target,
@@ -174,10 +219,11 @@ def run_trials(job_id: str, data: str, trials: list[TrialSpec], resources: Resou
     tuner = tune.Tuner(
         trial_trainable(),
         param_space=param_space,
-        # Under FIFO the next trial runs in the last one's process (no new process, no imports again).
-        # A trial a scheduler stops or pauses must not: its Train run ends only with its process.
+        # The next trial runs in the last one's process (no new process, no imports again): always
+        # when trials train in their Tune trial; through Ray Train only under FIFO, as a trial a
+        # scheduler stops or pauses has a Train run that ends only with its process.
         tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials, scheduler=scheduler,
-                                    reuse_actors=scheduler is None,
+                                    reuse_actors=resources.trains_in_trial or scheduler is None,
                                     trial_name_creator=TrialNames(), trial_dirname_creator=TrialNames(), **search),
         run_config=tune.RunConfig(
             name=job_id, storage_path=storage.join(deployment.storage, "tune"), verbose=0,

@@ -16,7 +16,9 @@ import math
 import random
 import tempfile
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,9 @@ from ray.util.queue import Empty, Queue
 
 from jobs.spec import SchedulerSpec
 from seg_models.exceptions import SpecError
+from workers import storage
+from workers.checkpointing import RETENTION_SCORE, load_checkpoint
+from workers.exceptions import CheckpointError
 from workers.publisher import MetricsPublisher
 from workers.reporting import FINAL_REPORT, TRIAL_DONE
 from workers.target import Target
@@ -250,14 +255,34 @@ def suggest(trial, name: str, kind: str, args: list):
     return trial.suggest_float(name, args[0], args[1], log=kind == "loguniform")
 
 
+# --- a trial's epochs to Tune ---------------------------------------------------------------------
+
+@dataclass
+class TuneReports:
+    """Where a trial's epochs go to Tune, on either path: its run's name, the trial's name, its
+    stored checkpoints by (iteration, epoch) (those of its earlier runs included, see start_point),
+    and `before_each`, called before each report (the trial function publishes its run's time so
+    far: a scheduler may end the trial at any report, and a paused or stopped trial's process may
+    sit idle or be gone by the time it is told)."""
+
+    run_name: str
+    trial_name: str
+    checkpoints: dict[tuple[int, int], str]
+    before_each: Callable[[], None]
+
+    def report(self, item: dict) -> dict:
+        """One epoch's report (`metrics`, and where its `checkpoint` was stored) to Tune; the
+        metrics as reported."""
+        self.before_each()
+        return report_epoch(item, self.checkpoints, self.run_name, self.trial_name)
+
+
 # --- from a Train run to Tune ---------------------------------------------------------------------
 
-def fit_reporting_to_tune(trainer, queue: Queue, decisions: Queue | None, run_name: str, trial_name: str,
-                          checkpoints: dict[tuple[int, int], str]) -> dict:
+def fit_reporting_to_tune(trainer, queue: Queue, decisions: Queue | None, reports: TuneReports) -> dict:
     """trainer.fit() on a thread, while this one reports each forwarded epoch to Tune; the metrics
     of the run's last report, as reported. Tune's report returns once the scheduler let the trial go
-    on: `decisions` tells rank 0 so. `checkpoints` holds the trial's stored checkpoints by
-    (iteration, epoch), those of its earlier runs included (start_point).
+    on: `decisions` tells rank 0 so.
 
     The trial ends when its workers say it is done (workers.reporting.TRIAL_DONE, after their last
     report, events and files): the Train run then shuts its worker group down on its own thread
@@ -270,7 +295,7 @@ def fit_reporting_to_tune(trainer, queue: Queue, decisions: Queue | None, run_na
         except BaseException as error:  # raised again in the trial function's own thread
             outcome["error"] = error
 
-    thread = threading.Thread(target=fit, name=f"fit-{trial_name}", daemon=True)
+    thread = threading.Thread(target=fit, name=f"fit-{reports.trial_name}", daemon=True)
     thread.start()
     last_report = None
     while thread.is_alive() or not queue.empty():
@@ -281,7 +306,7 @@ def fit_reporting_to_tune(trainer, queue: Queue, decisions: Queue | None, run_na
         if item["metrics"].get(TRIAL_DONE):
             SHUTTING_DOWN[:] = [*(other for other in SHUTTING_DOWN if other.is_alive()), thread]
             break
-        last_report = report_epoch(item, checkpoints, run_name, trial_name)
+        last_report = reports.report(item)
         if decisions is not None and not last_report.get(FINAL_REPORT):
             decisions.put(True)
     else:  # the run ended without its workers saying they were done: it failed, or they never reported
@@ -289,8 +314,23 @@ def fit_reporting_to_tune(trainer, queue: Queue, decisions: Queue | None, run_na
         if "error" in outcome:
             raise outcome["error"]
     if last_report is None:
-        raise RuntimeError(f"trial {trial_name}: its Train run ended without a report")
+        raise RuntimeError(f"trial {reports.trial_name}: its Train run ended without a report")
     return last_report
+
+
+# The queues of this trial process (name -> ray.util.queue.Queue), each an actor: made by the first
+# trial that needs it and reused by the trials Tune runs after it in this process (trial_queue).
+QUEUES: dict[str, Queue] = {}
+
+
+def trial_queue(name: str, maxsize: int = 0) -> Queue:
+    """This process's queue `name`, empty: a trial starts no actor of its own for it."""
+    queue = QUEUES.get(name)
+    if queue is None:
+        queue = QUEUES[name] = Queue(maxsize=maxsize, actor_options={"num_cpus": 0})
+    while not queue.empty():  # what an earlier trial left (a report after it was stopped)
+        queue.get_nowait()
+    return queue
 
 
 # Train runs whose trials have ended, still shutting their worker groups down; the trial process
@@ -345,6 +385,79 @@ def start_point() -> tuple[StartFrom | None, str | None, dict[tuple[int, int], s
     run, best = pointer.pop("run"), pointer.pop("best", None)
     known = {(best["iteration"], best["epoch"]): best["checkpoint"]} if best and best["checkpoint"] else {}
     return StartFrom(**pointer), run, known
+
+
+# --- a trial that trains in its own Tune trial ---------------------------------------------------
+
+CHECKPOINT_PREFIX = "checkpoint_"  # then iteration_epoch: the folder of one epoch's checkpoint, in a run's folder
+
+
+class InTrialChannel:
+    """workers.trial_channel's seam for a one-worker trial that trains in its Tune trial: rank 0 of
+    1, on the GPU Ray gave the trial (else the CPU). Each epoch's checkpoint is stored in the job's
+    storage under `run_dir` (local or a URI; one folder per (iteration, epoch)), kept by Ray Train's
+    rule (CheckpointRetention), and reported to Tune with a pointer checkpoint, as a Train run's are
+    (report_epoch): restarts, PBT exploits, HyperBand resumes and `jobs resume` hand it back the
+    same way. Tune's report returns once the scheduler let the trial go on."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self, run_dir: str, reports: TuneReports, keep_all: bool):
+        import ray
+        import torch
+
+        self.device = torch.device("cuda", 0) if ray.get_gpu_ids() else torch.device("cpu")
+        self.run_dir, self.reports = run_dir, reports
+        self.retention = CheckpointRetention(keep_all)
+        self.last_report: dict | None = None
+
+    def prepare_model(self, model):
+        return model.to(self.device)
+
+    def restored(self) -> dict | None:
+        """The newest checkpoint this run stored, as a Train run resumes from its own storage: a
+        trial restarted (its process killed, the job resumed) may have stored a newer one than the
+        last Tune registered. One cut off mid-upload does not load, and the one before it is taken."""
+        stored = [location for location in storage.list_dirs(self.run_dir)
+                  if location.rstrip("/").rpartition("/")[2].startswith(CHECKPOINT_PREFIX)]
+        for location in sorted(stored, reverse=True):  # named by (iteration, epoch), zero-padded
+            try:
+                return load_checkpoint(location, map_location=self.device)
+            except CheckpointError:
+                continue
+        return None
+
+    def report(self, metrics: dict, directory: Path | None) -> None:
+        location = None
+        if directory is not None:
+            location = storage.join(self.run_dir, f"{CHECKPOINT_PREFIX}{metrics['iteration']:03d}_{metrics['epoch']:04d}")
+            storage.upload_dir(directory, location)
+            for unkept in self.retention.add(location, metrics[RETENTION_SCORE]):
+                storage.delete_dir(unkept)
+        self.last_report = self.reports.report({"metrics": dict(metrics), "checkpoint": location})
+
+    def done(self) -> None:
+        pass
+
+
+class CheckpointRetention:
+    """Ray Train's rule with num_to_keep=1 on the retention score (jobs.sweep.checkpoint_config): the
+    highest-scored checkpoint (the later of equal scores) and the latest stay; `keep_all` (PBT)
+    keeps every one. `add` returns the locations that are no longer kept."""
+
+    def __init__(self, keep_all: bool):
+        self.keep_all, self.kept, self.reported = keep_all, [], 0  # kept: (score, order, location)
+
+    def add(self, location: str, score: float) -> list[str]:
+        self.kept = [entry for entry in self.kept if entry[2] != location]  # a replayed epoch replaces its own
+        self.reported += 1
+        self.kept.append((score, self.reported, location))
+        if self.keep_all:
+            return []
+        keep = {max(self.kept)[2], self.kept[-1][2]}
+        dropped = [entry[2] for entry in self.kept if entry[2] not in keep]
+        self.kept = [entry for entry in self.kept if entry[2] in keep]
+        return dropped
 
 
 # --- outcomes the driver decides ------------------------------------------------------------------

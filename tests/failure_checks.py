@@ -100,6 +100,12 @@ def wait_for_registered_checkpoint(env: dict, job_id: str, trial: str, after: fl
     wait_until(lambda: snapshot.exists() and snapshot.stat().st_mtime > after, timeout=timeout, interval=0.2)
 
 
+def wait_for_stored_checkpoint(env: dict, job_id: str, trial: str, timeout: float) -> None:
+    """Until a trial that trains in its Tune trial has stored an epoch's checkpoint in its run's folder."""
+    run = Path(env["SEGQ_HOME"]) / "storage" / "train" / f"{job_id}-{trial}"
+    wait_until(lambda: any(run.glob("checkpoint_*/checkpoint.pt")), timeout=timeout, interval=0.2)
+
+
 def metric_fields(client, job_id: str, trial: str) -> list[str]:
     return sorted(client.hkeys(keys.trial_metrics(job_id, trial)))
 

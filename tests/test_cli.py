@@ -203,7 +203,8 @@ def test_dry_run_lists_trials_and_resources_and_submits_nothing(no_cluster, data
     lines = result.stdout.strip().splitlines()
     assert lines[:4] == ["000_unet_lr=0.001  unet  lr=0.001", "001_unet_lr=0.003  unet  lr=0.003",
                          "002_fcn_lr=0.001  fcn  lr=0.001", "003_fcn_lr=0.003  fcn  lr=0.003"]
-    assert lines[4] == "resources: 4 trials x 2 worker(s) x (0.5 CPU, 1 GPU) = 4 CPU, 8 GPU in all"
+    assert lines[4] == ("resources: 4 trials x 2 worker(s) x (0.5 CPU, 1 GPU) = 4 CPU, 8 GPU in all; "
+                        "each trial trains through Ray Train (2 worker(s) of their own)")
     assert "nothing submitted" in result.stderr
     assert no_cluster == []
 

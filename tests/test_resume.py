@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import run_segq, wait_until
 from tests.failure_checks import (attempt_epochs, metric_events, record, redis_of, submit, train_epochs, trial_facts,
-                                  wait_for_epoch, wait_for_registered_checkpoint, write_spec)
+                                  wait_for_epoch, wait_for_stored_checkpoint, write_spec)
 from tests.test_dead_driver import driver_pid
 
 pytestmark = pytest.mark.ray
@@ -23,7 +23,7 @@ def test_resume_after_a_killed_driver(segq_env, tiny_dataset, tmp_path):
     job_id = submit(segq_env, spec)
     done, interrupted = "000_unet_lr=0.001", "001_unet_lr=0.003"
     wait_for_epoch(client, job_id, interrupted, 2, timeout=400)
-    wait_for_registered_checkpoint(segq_env, job_id, interrupted, after=0, timeout=60)
+    wait_for_stored_checkpoint(segq_env, job_id, interrupted, timeout=60)
     os.kill(driver_pid(job_id), signal.SIGKILL)
     events_of_done = metric_events(client, job_id, done)
     assert trial_facts(client, job_id, done)["status"] == "finished"

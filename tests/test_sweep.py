@@ -91,15 +91,15 @@ def test_checkpoint_holds_the_resolved_spec(segq_env, finished_sweep):
 
 
 def test_a_trial_starts_from_the_weights_it_is_given(segq_env, finished_sweep, tiny_dataset):
-    """--load-from: the same trial (lr, seed, data) as the sweep's first, for one epoch, from that
-    trial's best checkpoint. From the same seeded random weights its first epoch would repeat the sweep
-    trial's first; from trained weights its loss starts well below it."""
+    """--load-from: the sweep's first trial (lr, seed, data) again, with one worker for one epoch, from
+    that trial's best checkpoint: from trained weights its loss starts well below the sweep trial's
+    first epoch, which started from the seeded random weights."""
     job_id, _ = finished_sweep
     rows = {row["params"]["train"]["lr"]: row for row in json.loads(
         run_segq("summary", job_id, "--format", "json", env=segq_env, check=True).stdout)}
     source = rows[LRS[0]]
     result = run_segq("submit", "sweep", "--data", str(tiny_dataset), "--arch", "unet", "--lr", str(LRS[0]),
-                      "--epochs", "1", "--workers-per-trial", "2", "--batch-size", "4",
+                      "--epochs", "1", "--workers-per-trial", "1", "--batch-size", "4",
                       "--load-from", source["best_checkpoint"], "--wait", env=segq_env, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     loaded = json.loads(run_segq("summary", result.stdout.strip().splitlines()[-1], "--format", "json",
@@ -196,7 +196,7 @@ models:
   pspnet: {{backbone: resnet18, width: 0.25}}
   vgg_unet: {{width: 0.125}}
 train: {{epochs: 1, batch_size: 4}}
-resources: {{workers_per_trial: 2}}
+resources: {{workers_per_trial: 1}}
 """)
     result = run_segq("submit", "sweep", str(spec), "--wait", env=segq_env, timeout=900)
     assert result.returncode == 0, result.stderr

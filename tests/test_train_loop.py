@@ -13,7 +13,7 @@ import torch
 
 from jobs.inference import load_trained_model
 from jobs.sweep import best_checkpoint_path, checkpoint_config
-from jobs.tuning import with_best_checkpoint
+from jobs.tuning import CheckpointRetention, with_best_checkpoint
 from seg_models.metrics import SCORE_NAMES
 from workers.checkpointing import (CHECKPOINT_FILE, RETENTION_SCORE, BestWeights, checkpoint_state, load_checkpoint,
                                    save_checkpoint)
@@ -131,6 +131,7 @@ def retain_with_ray(storage: Path, values: list[float | None], target: Target, s
 
     run = SimpleNamespace(context=SimpleNamespace(target=MAX), num_params=10)
     progress, reports, checkpoints = Progress(), [], {}
+    in_trial, kept_in_trial = CheckpointRetention(keep_all=False), []  # the same reports, as a trial in its Tune trial keeps them
 
     async def report_epochs():  # the manager notifies its listeners on the running event loop
         context = StorageContext(str(storage), "trial")
@@ -143,11 +144,14 @@ def retain_with_ray(storage: Path, values: list[float | None], target: Target, s
             directory = Path(context.build_checkpoint_path_from_name(f"epoch-{epoch}"))
             directory.mkdir(parents=True)
             manager.register_checkpoint(_TrainingReport(Checkpoint(str(directory)), reports[-1], False))
+            dropped = in_trial.add(f"epoch-{epoch}", reports[-1][RETENTION_SCORE])
+            kept_in_trial[:] = [name for name in [*kept_in_trial, f"epoch-{epoch}"] if name not in dropped]
             forwarded = with_best_checkpoint({"metrics": dict(reports[-1]), "checkpoint": str(directory)}, checkpoints)
         return forwarded
 
     last_report = asyncio.run(report_epochs())
     kept = sorted(int(path.name.split("-")[1]) for path in (storage / "trial").glob("epoch-*"))
+    assert sorted(int(name.split("-")[1]) for name in kept_in_trial) == kept  # the same rule on both paths
     return progress.best_epoch, kept, last_report
 
 
@@ -229,23 +233,28 @@ def same_weights(first: dict, second: dict) -> bool:
 def train_scripted_epochs(run, monkeypatch, val_mious: list[float]) -> tuple:
     """Train one epoch per value, with the value as the epoch's val mIoU; return what each epoch
     reported to Ray Train (its metrics and its loaded checkpoint)."""
-    import ray.train
-
     import workers.train_loop
 
     scripted = {"val": iter(val_mious), "test": iter(val_mious)}
     monkeypatch.setattr(workers.train_loop, "evaluate",
                         lambda model, dataset, *args: split_scores(next(scripted[dataset.split.split])))
-    reported = []
-
-    def report(metrics, checkpoint):
-        with checkpoint.as_directory() as directory:
-            reported.append((metrics, load_checkpoint(Path(directory))))
-
-    monkeypatch.setattr(ray.train, "report", report)
+    channel = RecordingChannel()
+    run = dataclasses.replace(run, channel=channel)
     state, progress, best = start_iteration(run, 1, None), Progress(), BestWeights()
     train_epochs(run, state, progress, best)
-    return state, progress, best, reported
+    return state, progress, best, channel.reported
+
+
+class RecordingChannel:
+    """A trial's channel (workers.trial_channel) that keeps each report and its loaded checkpoint."""
+
+    rank, world_size, device = 0, 1, torch.device("cpu")
+
+    def __init__(self):
+        self.reported = []
+
+    def report(self, metrics: dict, directory: Path | None) -> None:
+        self.reported.append((metrics, load_checkpoint(directory) if directory else None))
 
 
 def test_a_saliency_iteration_ends_with_its_best_epoch(dataset_dir, monkeypatch):

@@ -263,6 +263,13 @@ class IterationLoader:
             yield next(self.iterator)
         self.next_epoch = epoch + 1
 
+    def close(self) -> None:
+        """Shuts the loader workers down and lets their shared memory go: a process that trains
+        trial after trial (a reused Tune trial) keeps nothing of an ended iteration's loading."""
+        if self.iterator is not None:
+            self.iterator.close()  # ends the batches' generator, and with it the DataLoader's workers
+        self.iterator, self.next_epoch, self.batches.ring = None, None, None
+
 
 def make_loader(dataset: SplitDataset, rows: np.ndarray | EpochRows, batch_size: int, training: bool,
                 seed: int = 0, workers: int = 0, pin_memory: bool = False) -> Batches | IterationLoader:

@@ -78,6 +78,7 @@ class TrialEvent(Contract):
     gpus_per_worker: float | None = None
     cpus: float | None = None  # the CPUs the trial holds from Ray: its workers' and its Tune trial's own
     gpus: float | None = None  # the GPUs it holds (workers x gpus_per_worker)
+    runner: Literal["trial", "train"] | None = None  # where it trains: in its Tune trial, or through Ray Train
     num_params: int | None = None
     protocol: dict[str, Any] | None = None
     error: str | None = None
@@ -91,6 +92,7 @@ class TrialEvent(Contract):
     ranks: list[dict[str, Any]] | None = None  # rank, node, node_id, pid, host of each rank of the latest attempt
     attempt_started: float | None = None  # a worker group started: one attempt of the trial (see jobs.aggregator)
     dropped_events: int | None = None  # metric events the publisher's full buffer dropped
+    process_rss_mb: float | None = None  # the trial process's resident memory as the trial ended
 
     def facts(self) -> dict[str, Any]:
         """The facts this event sets (what was given), without the envelope."""

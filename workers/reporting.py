@@ -1,5 +1,5 @@
-"""What a trial's workers tell the outside after each epoch: rank 0's events to Redis, and the
-report (with its checkpoint) to Ray Train, which forwards it to Tune's scheduler."""
+"""What a trial tells the outside after each epoch: rank 0's events to Redis, and the report (with
+its checkpoint) through the trial's channel (workers.trial_channel) to Tune's scheduler."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +7,6 @@ import resource
 import tempfile
 from pathlib import Path
 
-import ray.train
 import torch
 
 from seg_models.metrics import SCORE_NAMES
@@ -63,21 +62,13 @@ def report_with_checkpoint(run: TrialRun, state: IterationState, progress: Progr
     a restart still ends the iteration (and scores its test split) with the model its best epoch scored."""
     scoring = scoring_setup(run.world_size, run.trial.train.batch_size)
     with tempfile.TemporaryDirectory() as directory:
-        checkpoint = None
         if run.is_main:
             save_checkpoint(Path(directory), checkpoint_state(
                 run.core, run.trial, run.context, run.manifest, optimizer=state.optimizer.state_dict(),
                 scheduler=state.scheduler.state_dict() if state.scheduler is not None else None,
                 scaler=state.scaler.state_dict(), progress=dataclasses.asdict(progress), epoch=epoch, metrics=report,
                 best_model=best.checkpoint_entry(epoch), scoring=scoring))
-            checkpoint = ray.train.Checkpoint.from_directory(directory)
-        ray.train.report(report, checkpoint=checkpoint)
-    if run.decisions is not None and run.is_main and not report[FINAL_REPORT]:
-        run.decisions.get()  # the other ranks wait in the next epoch's first collective
-
-
-def report_trial_done() -> None:
-    ray.train.report({TRIAL_DONE: True})
+        run.channel.report(report, Path(directory) if run.is_main else None)
 
 
 def peak_memory_mb(device: torch.device) -> float:

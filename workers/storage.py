@@ -96,5 +96,24 @@ def upload_dir(local: Path, location: str) -> None:
     pafs.copy_files(str(local), path, destination_filesystem=filesystem)
 
 
+def list_dirs(location: str) -> list[str]:
+    """The folders directly in `location` (a URI or a path), as locations; none if it is not there."""
+    filesystem, path = resolve(location)
+    try:
+        infos = filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except FileNotFoundError:
+        return []
+    return [join(location, info.base_name) for info in infos if info.type == pafs.FileType.Directory]
+
+
+def delete_dir(location: str) -> None:
+    """Remove a folder (a URI or a path) and what it holds; nothing if it is not there."""
+    filesystem, path = resolve(location)
+    try:
+        filesystem.delete_dir(path)
+    except FileNotFoundError:
+        pass
+
+
 def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -1,72 +1,77 @@
-"""What every Ray Train worker of a trial runs: train, evaluate, decide the best epoch, publish,
-checkpoint, resume.
+"""What every process that trains a trial runs, a Ray Train worker or a Tune trial itself (see
+workers.trial_channel): train, evaluate, decide the best epoch, publish, checkpoint, resume.
 
-A sweep trial is one iteration. A saliency trial runs `iterations` of them in the same worker
-group (workers.saliency_iterations prepares and finishes each one).
+A sweep trial is one iteration. A saliency trial runs `iterations` of them in the same processes
+(workers.saliency_iterations prepares and finishes each one).
 """
 from __future__ import annotations
 
 import dataclasses
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
-import ray.train
-import ray.train.torch
 import torch
 import torch.distributed as dist
 
 from seg_models.base import split_outputs
-from workers.checkpointing import CHECKPOINT_FILE, BestWeights, load_checkpoint
+from workers.checkpointing import BestWeights, load_checkpoint
 from workers.data import EpochRows, IterationLoader, SplitDataset, make_loader, to_model_input, to_model_target
 from workers.evaluation import broadcast_buffers, evaluate
 from workers.optim import apply_hyperparameters, build_optimizer, build_scheduler, step_scheduler
-from workers.reporting import (epoch_report, peak_memory_mb, publish_epoch, rankable, report_trial_done,
-                               report_with_checkpoint)
+from workers.reporting import epoch_report, peak_memory_mb, publish_epoch, rankable, report_with_checkpoint
 from workers.saliency_iterations import finish_iteration, last_finished_iteration, masks_dir, prepare_iteration
 from workers.seeding import loader_seed, seed_globals, worker_seed
 from workers.shards import rank_indices
 from workers.trial_run import IterationState, Progress, TrialRun, build_trial_run
+from workers.trial_channel import RayTrainChannel
 from workers.trial_spec import StartFrom, TrialContext, TrialSpec
 
+
 def train_loop_per_worker(config: dict) -> None:
-    run = dataclasses.replace(setup(TrialSpec.model_validate(config["trial"]), TrialContext.model_validate(
-        config["context"])), decisions=config.get("decisions"))
+    """A Ray Train worker's loop function (jobs.sweep.trainer_for)."""
     start_from = StartFrom.model_validate(config["start_from"]) if config.get("start_from") else None
+    train_trial(TrialSpec.model_validate(config["trial"]), TrialContext.model_validate(config["context"]),
+                RayTrainChannel(config.get("decisions")), start_from)
+
+
+def train_trial(trial: TrialSpec, context: TrialContext, channel, start_from: StartFrom | None) -> None:
+    """The whole trial, every iteration of it, in this process; `channel` is what runs it."""
+    run = dataclasses.replace(build_trial_run(trial, context, channel.rank, channel.world_size, channel.device,
+                                              channel.prepare_model), channel=channel)
+    try:
+        train_iterations(run, start_from)
+    finally:
+        if run.publisher:
+            run.publisher.close()
+    channel.done()
+
+
+def train_iterations(run: TrialRun, start_from: StartFrom | None) -> None:
     progress, saved = restore(run, start_from)
     while progress.iteration <= run.trial.iterations:
         resuming = saved is not None and saved["progress"]["iteration"] == progress.iteration
         state = start_iteration(run, progress.iteration, saved if resuming else None)
-        best = BestWeights.from_checkpoint(saved) if resuming else BestWeights()
-        trained = train_epochs(run, state, progress, best)
-        if not trained and resuming and progress.iteration == run.trial.iterations:
-            ray.train.report(saved["metrics"])  # its last report was made before the restart: made again
-        if run.trial.saliency:
-            finish_iteration(run, state, best, last=progress.iteration == run.trial.iterations)
+        try:
+            best = BestWeights.from_checkpoint(saved) if resuming else BestWeights()
+            trained = train_epochs(run, state, progress, best)
+            if not trained and resuming and progress.iteration == run.trial.iterations:
+                run.channel.report(saved["metrics"], None)  # its last report was made before the restart: made again
+            if run.trial.saliency:
+                finish_iteration(run, state, best, last=progress.iteration == run.trial.iterations)
+        finally:
+            state.loader.close()  # its loader workers and their shared memory, whatever ended the iteration
         progress = Progress(iteration=progress.iteration + 1)
-    if run.publisher:
-        run.publisher.close()
-    report_trial_done()
-
-
-def setup(trial: TrialSpec, context: TrialContext) -> TrialRun:
-    ray_context = ray.train.get_context()
-    return build_trial_run(trial, context, ray_context.get_world_rank(), ray_context.get_world_size(),
-                           ray.train.torch.get_device(), ray.train.torch.prepare_model)
 
 
 def restore(run: TrialRun, start_from: StartFrom | None) -> tuple[Progress, dict | None]:
-    """Where to start: Ray Train's last checkpoint of this run (after a worker failure), else the
-    checkpoint Tune hands the trial (its own after a pause, another trial's when PBT exploits it),
-    or the last finished saliency iteration on disk if that is further along (Ray may not have
-    registered the newest checkpoints when a worker died, and a restarted trial has none)."""
-    saved = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            saved = load_checkpoint(Path(directory) / CHECKPOINT_FILE, map_location=run.device)
-    elif start_from:
+    """Where to start: the checkpoint this process was restarted from (a Ray Train worker group
+    after a worker failure), else the checkpoint Tune hands the trial (its own after a pause or a
+    restart, another trial's when PBT exploits it), or the last finished saliency iteration on disk
+    if that is further along (Ray may not have registered the newest checkpoints when a worker died,
+    and a restarted trial has none)."""
+    saved = run.channel.restored()
+    if saved is None and start_from:
         saved = load_checkpoint(start_from.checkpoint, map_location=run.device)
         if start_from.trial != run.trial.name:
             saved = taken_over(saved)

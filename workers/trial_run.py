@@ -45,9 +45,7 @@ class TrialRun:
     pin_memory: bool  # page-locked loader batches, for asynchronous copies to a CUDA device
     target: Target  # what decides this trial's best epoch (see deciding_target)
     publisher: MetricsPublisher | None  # rank 0 only
-    # A Tune scheduler's channel: after each report but the last, rank 0 waits here until Tune has
-    # decided on it, so a stopped trial runs no epoch past its stop (None under FIFO)
-    decisions: Any = None
+    channel: Any = None  # what runs the trial: reports and restores go through it (workers.trial_channel)
 
     @property
     def is_main(self) -> bool:
