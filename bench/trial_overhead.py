@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cluster.connect import use_token_auth
 from seg_models.metrics import ConfusionMatrix
 from seg_models.registry import build_model
 from workers.shards import ShardedSplit, read_manifest
@@ -105,9 +106,7 @@ def bare_fit(env: dict, storage: Path, repeats: int = 2) -> float:
     from ray.train.torch import TorchTrainer
 
     from cluster import local
-    from cluster.connect import use_token_auth
 
-    use_token_auth()
     ray.init(address=local.read_state(Path(env["SEGQ_HOME"]))["ray"]["address"], logging_level="ERROR")
     try:
         times = []
@@ -302,17 +301,18 @@ def main() -> None:
     parser.add_argument("--ddp-trials", type=int, default=4, choices=range(1, len(LRS) + 1))
     add_arguments(parser)
     args = parser.parse_args()
+    use_token_auth()  # before Ray is imported: it reads its auth mode once per process
     run = Run()
     print(f"machine: {run.describe()}")
     torch.set_num_threads(1)
     lrs = LRS[:args.trials]
     with tempfile.TemporaryDirectory(prefix="segq-bench-") as scratch:
         with demo_cluster(Path(scratch)) as (env, data):
+            floor = bare_fit(env, Path(scratch) / "bare")
             plain = plain_trainings(data, lrs[0::2], args.epochs, Path(scratch) / "plain.pt")
             in_trial = run_sweep(env, data, lrs, args.epochs, workers=1, cpus=1)
             plain += plain_trainings(data, lrs[1::2], args.epochs, Path(scratch) / "plain.pt")
             ddp = run_sweep(env, data, LRS[:args.ddp_trials], DDP_EPOCHS, workers=2, cpus=0.5)
-            floor = bare_fit(env, Path(scratch) / "bare")
     figures = {"per-trial fixed cost (s)": in_trial.per_trial, "plain/segq": plain / (in_trial.wall - in_trial.job_level)}
     report("(a) one-worker sweep", in_trial)
     print(f"plain loop: {plain:.1f} s for the same {args.trials} trainings, one after another, 1 thread "
