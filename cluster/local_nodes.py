@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from cluster.processes import free_port, pid_alive, stop_session, wait_for_port
 from jobs.exceptions import ClusterError
 
 NODE_RESOURCE_PREFIX = "segq_node_"
@@ -37,7 +38,6 @@ def node_temp_dir(head_temp_dir: Path, index: int) -> Path:
 
 def start_worker_node(home: Path, head: dict, index: int, num_cpus: int, temp_dir: Path, taken: set[int],
                       env: dict[str, str]) -> dict:
-    from cluster.local import free_port, stop_session, wait_for_port
 
     ports = {name: free_port(None, taken) for name in (
         "node_manager", "object_manager", "dashboard_agent_listen", "dashboard_agent_grpc", "metrics_export",
@@ -75,7 +75,6 @@ def start_with_retry(home: Path, head: dict, index: int, num_cpus: int, temp_dir
 def ensure_worker_nodes(home: Path, state: dict, cpus: list[int], head_temp_dir: Path, taken: set[int],
                         env: dict[str, str]) -> bool:
     """Start the worker nodes 1..len(cpus)-1 that are not running; True if any was started."""
-    from cluster.local import pid_alive
 
     recorded = {node["index"]: node for node in state.get("nodes", [])}
     nodes, started = [], False

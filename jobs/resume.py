@@ -19,7 +19,6 @@ from jobs.deployment import Deployment
 from jobs.exceptions import JobNotResumable
 from jobs.records import JobRecord, JobStatus, set_status
 from workers.storage import join as join_location
-from workers.trial_spec import TrialContext
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -46,17 +45,6 @@ def restore_trials(job_id: str, deployment: Deployment) -> list[str]:
     tuner = tune.Tuner.restore(tune_experiment_path(deployment.storage, job_id), trial_trainable(),
                                resume_unfinished=True, resume_errored=True)
     return [Path(result.path).name for result in tuner.fit() if result.error]  # as jobs.sweep.run_trials names them
-
-
-def finished_before(context: TrialContext, trial_name: str) -> bool:
-    """Whether an earlier attempt of the job finished this trial (its record in Redis says so)."""
-    from workers.redis_client import open_redis
-
-    client = open_redis(context.redis_url, decode_responses=True)
-    try:
-        return client.hget(keys.trial(context.job_id, trial_name), "status") == '"finished"'
-    finally:
-        client.close()
 
 
 def check_resumable(record: JobRecord) -> None:

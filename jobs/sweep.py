@@ -17,14 +17,13 @@ from pathlib import Path
 
 from jobs import keys
 from jobs.deployment import Deployment
-from jobs.resume import finished_before
 from jobs import tuning
 from jobs.spec import SPEC_KINDS, TRIAL_DRIVER_CPUS, JobSpec, Resources, SweepSpec, trial_name
 from workers.checkpointing import CHECKPOINT_FILE, RETENTION_SCORE
 from workers.target import Target
 from workers.trial_spec import StartFrom, TrialContext, TrialSpec
 from workers.publisher import MetricsPublisher
-from workers.redis_client import public_url
+from workers.redis_client import open_redis, public_url
 from workers import storage
 from workers.saliency import iteration_dir
 
@@ -155,6 +154,15 @@ def train_through_ray_train(trial: TrialSpec, context: TrialContext, resources: 
     trainer = trainer_for(trial, context, resources, [ForwardToTune(queue, context.storage)], reports.run_name,
                           start_from, keep_all=keep_all, decisions=decisions)
     return tuning.fit_reporting_to_tune(trainer, queue, decisions, reports)
+
+
+def finished_before(context: TrialContext, trial_name: str) -> bool:
+    """Whether an earlier attempt of the job finished this trial (its record in Redis says so)."""
+    client = open_redis(context.redis_url, decode_responses=True)
+    try:
+        return client.hget(keys.trial(context.job_id, trial_name), "status") == '"finished"'
+    finally:
+        client.close()
 
 
 def trial_of(config: dict, name: str) -> TrialSpec:
