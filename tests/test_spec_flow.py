@@ -129,7 +129,7 @@ def test_deployment_travels_through_the_environment():
     env = deployment.to_env()
     assert env == {"SEGQ_REDIS_URL": "redis://redis:6379/0", "SEGQ_STORAGE": "s3://bucket/segq",
                    "SEGQ_EMBEDDED": "0", "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1",
-                   "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300"}
+                   "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300"}
     assert Deployment.from_env(env) == deployment
     # Without a storage of its own, the submission leaves the cluster nodes' SEGQ_STORAGE in force.
     assert "SEGQ_STORAGE" not in Deployment(redis_url="redis://r/0", storage=None, embedded=False).to_env()

@@ -7,15 +7,20 @@ the image with 0 and the mask with the ignore index, so padding is never scored.
 Each call of `augment` draws from the seed it is given (workers.seeding.augment_seed), never from
 the pipeline's own state: albumentations 2 seeds an unseeded `Compose` from OS entropy, which
 torch.manual_seed does not reach.
+
+albumentations and OpenCV are imported by the first pipeline built: a trial without augmentation
+(and every DDP worker of one, a new process per trial) does not pay for them.
 """
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
-import albumentations as A
-import cv2
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    import albumentations as A
 
 PRESETS = ("none", "basic", "strong")
 
@@ -24,6 +29,8 @@ def train_transform(preset: str, height: int, width: int, ignore_index: int) -> 
     """The preset's pipeline; apply it through `augment`, which seeds it for each sample."""
     if preset == "none":
         return None
+    import albumentations as A
+
     geometric = [
         A.HorizontalFlip(p=0.5),
         A.Affine(scale=(0.85, 1.15), translate_percent=(-0.08, 0.08), rotate=(-15, 15),
@@ -47,6 +54,8 @@ def limit_augmentation_threads(threads: int) -> None:
     workers it forks later. By default the pool takes every core of the machine, whatever Ray gave
     the process, so DDP workers and their loader workers would each run a pool as wide as the node.
     Call it before forking: in a forked child, resizing the inherited pool can hang."""
+    import cv2
+
     cv2.setNumThreads(max(1, threads))
 
 

@@ -10,8 +10,8 @@ import multiprocessing
 import sys
 from collections.abc import Callable, Iterator
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
@@ -20,6 +20,9 @@ from workers.augment import Normalize, augment, train_transform
 from workers.saliency import KeepMasks, apply_fill
 from workers.seeding import augment_seed, seed_loader_worker
 from workers.shards import ShardedSplit
+
+if TYPE_CHECKING:
+    import albumentations as A
 
 PREFETCH_BATCHES = 4  # per loader worker
 

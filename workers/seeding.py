@@ -81,5 +81,8 @@ def configure_determinism(enabled: bool) -> None:
     if enabled:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    # Only when it changes: the call imports torch's compiler configuration (about 1 s in a new process).
+    if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != (
+            enabled, enabled):
+        torch.use_deterministic_algorithms(enabled, warn_only=True)
     torch.backends.cudnn.deterministic = enabled

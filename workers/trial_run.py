@@ -58,7 +58,8 @@ def build_trial_run(trial: TrialSpec, context: TrialContext, rank: int, world_si
     configure_determinism(trial.train.deterministic)
     # Loader workers augment one core each and the worker itself then only trains; without them the
     # worker augments on the CPUs Ray gave it, which Ray also sized torch's threads to.
-    limit_augmentation_threads(1 if trial.train.loader_workers else torch.get_num_threads())
+    if trial.train.augment != "none":
+        limit_augmentation_threads(1 if trial.train.loader_workers else torch.get_num_threads())
     manifest = read_manifest(context.data)
     splits = open_labeled_splits(context.data, manifest, ("train", *EVAL_SPLITS))
     datasets = build_datasets(splits, manifest, trial.train.augment, trial.saliency.fill if trial.saliency else "zero",
