@@ -35,9 +35,11 @@ test: setup
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
-# The soak at full size: 20 tiny jobs back to back through the CLI (`make test` runs 2).
+# The soak at full size: 20 tiny jobs back to back through the CLI (`make test` runs 2), and two
+# `segq up` at the same moment 5 times (`make test`: once).
 soak: setup
 	SEGQ_SOAK_JOBS=20 $(PY) -m pytest -q -m soak tests/test_soak.py
+	SEGQ_UP_ROUNDS=5 $(PY) -m pytest -q tests/test_cluster.py -k two_ups
 
 # Every benchmark in bench/ (their figures go to bench/RESULTS.md with the machine and the date).
 bench: setup

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cluster.connect import use_token_auth
+from cluster.ray_env import use_ray_env
 from seg_models.metrics import ConfusionMatrix
 from seg_models.registry import build_model
 from workers.shards import ShardedSplit, read_manifest
@@ -314,7 +314,7 @@ def main() -> None:
     parser.add_argument("--ddp-trials", type=int, default=4, choices=range(1, len(LRS) + 1))
     add_arguments(parser)
     args = parser.parse_args()
-    use_token_auth()  # before Ray is imported: it reads its auth mode once per process
+    use_ray_env(loopback=True)  # before Ray is imported: it reads these settings once per process
     run = Run()
     print(f"machine: {run.describe()}")
     torch.set_num_threads(1)

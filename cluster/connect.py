@@ -1,15 +1,19 @@
 """Where the cluster is: flags and env first, then the embedded default recorded in HOME."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import redis
 
 from cluster import local
+from cluster.ray_env import use_ray_env
 from jobs.exceptions import ClusterError
 from cluster.settings import Settings
 from workers.redis_client import open_redis, public_url
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -17,12 +21,6 @@ class Endpoints:
     redis_url: str
     dashboard_url: str  # Ray Jobs API / dashboard
     gcs_address: str | None  # known for the embedded default only
-
-
-def use_token_auth() -> None:
-    """Ray clients in this process authenticate with the cluster token (~/.ray/auth_token)."""
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def resolve(settings: Settings, start_if_missing: bool = False, announce=print) -> Endpoints:
@@ -88,7 +86,7 @@ def one_line(error: BaseException) -> str:
 
 
 def jobs_client(dashboard_url: str):
-    use_token_auth()
+    use_ray_env(loopback=urlsplit(dashboard_url).hostname in LOOPBACK_HOSTS)
     from ray.job_submission import JobSubmissionClient
 
     try:
@@ -117,8 +115,9 @@ def shutdown_ray() -> None:
 
 
 def init_ray(address: str | None) -> None:
-    """Join the cluster as a driver (data preparation); `auto` inside a Ray job."""
-    use_token_auth()
+    """Join the cluster as a driver (data preparation): the embedded default at `address`, or
+    `auto` inside a Ray job."""
+    use_ray_env(loopback=address is not None)
     import ray
 
     if not ray.is_initialized():

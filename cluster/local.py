@@ -19,7 +19,9 @@ from urllib.parse import quote
 from cluster import secrets
 from cluster import local_nodes
 # session_processes is also read from here by the tests' process checks
-from cluster.processes import free_port, pid_alive, session_processes, stop_session, wait_for_port  # noqa: F401
+from cluster.processes import (free_port, pid_alive, session_processes, start_lock, stop_session,  # noqa: F401
+                               wait_for_port)
+from cluster.ray_env import ray_env
 from jobs.exceptions import ClusterError
 
 STATE_FILE = "cluster.json"
@@ -44,14 +46,6 @@ def write_state(home: Path, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2))
     os.replace(tmp, path)
-
-
-def ray_env() -> dict[str, str]:
-    """Environment for Ray processes and clients: token authentication stays on."""
-    env = dict(os.environ)
-    env["RAY_AUTH_MODE"] = "token"
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    return env
 
 
 def ensure_auth_token() -> None:
@@ -106,9 +100,16 @@ def start_ray(home: Path, taken: set[int], num_cpus: int | None, resources: dict
         "dashboard_agent_grpc": free_port(None, taken),
         "metrics_export": free_port(None, taken),
         "runtime_env_agent": free_port(None, taken),
+        # Ray's own Prometheus endpoints for the dashboard and the autoscaler: fixed ports (44227,
+        # 44217) unless set, which a second cluster on the machine could not bind.
+        "dashboard_metrics": free_port(None, taken),
+        "autoscaler_metrics": free_port(None, taken),
     }
     temp_dir = ray_temp_dir(home)
-    temp_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        temp_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ClusterError(f"cannot create Ray's temp dir {temp_dir}: {error.strerror or error}") from None
     ray_cli = Path(sys.executable).with_name("ray")
     command = [
         str(ray_cli), "start", "--head", "--block", "--disable-usage-stats",
@@ -126,7 +127,9 @@ def start_ray(home: Path, taken: set[int], num_cpus: int | None, resources: dict
     ]
     log = open(home / "logs" / "ray.log", "ab")
     # One new session: every Ray process of this head shares the process group we record.
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=ray_env(),
+    env = {**ray_env(), "DASHBOARD_METRIC_PORT": str(ports["dashboard_metrics"]),
+           "AUTOSCALER_METRIC_PORT": str(ports["autoscaler_metrics"])}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                start_new_session=True, cwd=str(home))
     try:
         wait_for_port(ports["dashboard"], 120, "the Ray head (dashboard)", process.pid)
@@ -171,10 +174,31 @@ def running_state(home: Path) -> dict | None:
 
 def up(home: Path, num_cpus: int | None = None, nodes: int | None = None) -> tuple[dict, bool]:
     """Start what is not running; return (state, started_anything). `nodes` (default: as recorded,
-    else 1) is the head plus nodes-1 worker nodes on this machine, sharing `num_cpus` between them."""
+    else 1) is the head plus nodes-1 worker nodes on this machine, sharing `num_cpus` between them.
+
+    Ports are chosen and bound under the machine's start lock: one `up` at a time starts processes,
+    so two clusters started at the same moment get different ports. An `up` that fails stops what it
+    had started before the error reaches the caller, and the state file records only what runs."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "logs").mkdir(exist_ok=True)
-    state = read_state(home) or {}
+    before = read_state(home) or {}
+    state = dict(before)
+    nodes = nodes or state.get("node_count") or 1
+    cpus = local_nodes.split_cpus(num_cpus or state.get("num_cpus") or os.cpu_count() or 1, nodes)
+    try:
+        with start_lock():
+            started = start_missing(home, state, cpus)
+        if nodes > 1:
+            local_nodes.wait_for_nodes(state["ray"]["dashboard_url"], nodes)
+    except BaseException:
+        stop_new(home, state, before)
+        raise
+    return state, started
+
+
+def start_missing(home: Path, state: dict, cpus: list[int]) -> bool:
+    """Start the processes of the cluster that do not run, each recorded in `state` as it starts;
+    True if any was started."""
     started = False
     taken: set[int] = set()
     if not (state.get("redis") and pid_alive(state["redis"]["pid"])):
@@ -182,18 +206,33 @@ def up(home: Path, num_cpus: int | None = None, nodes: int | None = None) -> tup
         started = True
     else:
         taken.add(state["redis"]["port"])
-    nodes = nodes or state.get("node_count") or 1
-    cpus = local_nodes.split_cpus(num_cpus or state.get("num_cpus") or os.cpu_count() or 1, nodes)
     if not (state.get("ray") and pid_alive(state["ray"]["pid"])):
         stop_worker_nodes(state)  # nodes of an earlier head cannot join this one
+        state.pop("ray", None)
         state["ray"] = start_ray(home, taken, cpus[0], {local_nodes.node_resource(0): 1})
         started = True
-    state.update(home=str(home), node_count=nodes, num_cpus=sum(cpus))
+    state.update(home=str(home), node_count=len(cpus), num_cpus=sum(cpus))
     started |= local_nodes.ensure_worker_nodes(home, state, cpus, ray_temp_dir(home), taken, ray_env())
     write_state(home, state)
-    if nodes > 1:
-        local_nodes.wait_for_nodes(state["ray"]["dashboard_url"], nodes)
-    return state, started
+    return started
+
+
+def stop_new(home: Path, state: dict, before: dict) -> None:
+    """After a failed `up`: stop every process it started (any not in the state it found), then
+    record what still runs, or remove the state file if nothing does."""
+    earlier_nodes = {node["pid"] for node in before.get("nodes", [])}
+    for node in state.get("nodes", []):
+        if node["pid"] not in earlier_nodes:
+            stop_session(node["pid"], grace=8)
+    for name in ("ray", "redis"):
+        if state.get(name) and state[name] != before.get(name):
+            stop_session(state[name]["pid"], grace=8)
+    remaining = {name: before[name] for name in ("redis", "ray") if before.get(name) and pid_alive(before[name]["pid"])}
+    remaining_nodes = [node for node in before.get("nodes", []) if pid_alive(node["pid"])]
+    if not remaining and not remaining_nodes:
+        state_path(home).unlink(missing_ok=True)
+        return
+    write_state(home, {**before, **remaining, "nodes": remaining_nodes})
 
 
 def stop_worker_nodes(state: dict) -> list[str]:

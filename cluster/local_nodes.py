@@ -1,19 +1,20 @@
-"""Worker nodes of the embedded default: `segq up --nodes N` runs the head plus N-1 `ray start
---address=HEAD --block` processes on this machine, each in its own process group and Ray temp dir,
-and each carrying a custom resource that names it (`segq_node_1`, ...; the head has `segq_node_0`).
+"""Worker nodes of the embedded default: `segq up --nodes N` runs the head plus N-1 worker node
+processes on this machine (cluster.worker_node: Ray's node processes, all on loopback), each in its
+own process group and Ray temp dir, and each carrying a custom resource that names it
+(`segq_node_1`, ...; the head has `segq_node_0`).
 
 What was started is recorded under "nodes" in HOME/cluster.json, so `segq down` stops exactly those.
 """
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from cluster.processes import free_port, pid_alive, stop_session, wait_for_port
+from cluster.ray_env import use_ray_env
 from jobs.exceptions import ClusterError
 
 NODE_RESOURCE_PREFIX = "segq_node_"
@@ -43,13 +44,9 @@ def start_worker_node(home: Path, head: dict, index: int, num_cpus: int, temp_di
         "node_manager", "object_manager", "dashboard_agent_listen", "dashboard_agent_grpc", "metrics_export",
         "runtime_env_agent")}
     temp_dir.mkdir(parents=True, exist_ok=True)
-    ray_cli = Path(sys.executable).with_name("ray")
-    command = [
-        str(ray_cli), "start", "--address", head["address"], "--block", "--disable-usage-stats",
-        "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus),
-        "--resources", json.dumps({node_resource(index): 1}), "--temp-dir", str(temp_dir),
-        *[arg for name, port in ports.items() for arg in (f"--{name.replace('_', '-')}-port", str(port))],
-    ]
+    command = [sys.executable, "-m", "cluster.worker_node", "--address", head["address"], "--num-cpus", str(num_cpus),
+               "--resources", json.dumps({node_resource(index): 1}), "--temp-dir", str(temp_dir),
+               "--ports", json.dumps(ports)]
     log_path = home / "logs" / f"ray-node-{index}.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
@@ -77,7 +74,8 @@ def ensure_worker_nodes(home: Path, state: dict, cpus: list[int], head_temp_dir:
     """Start the worker nodes 1..len(cpus)-1 that are not running; True if any was started."""
 
     recorded = {node["index"]: node for node in state.get("nodes", [])}
-    nodes, started = [], False
+    nodes = state["nodes"] = []  # each node recorded as soon as it runs (a failed `up` stops it)
+    started = False
     for index in range(1, len(cpus)):
         node = recorded.get(index)
         if node is None or not pid_alive(node["pid"]):
@@ -86,7 +84,6 @@ def ensure_worker_nodes(home: Path, state: dict, cpus: list[int], head_temp_dir:
             started = True
         nodes.append(node)
     nodes += [node for index, node in sorted(recorded.items()) if index >= len(cpus) and pid_alive(node["pid"])]
-    state["nodes"] = nodes
     return started
 
 
@@ -107,7 +104,7 @@ def wait_for_nodes(dashboard_url: str, count: int, timeout: float = 90) -> None:
 def alive_nodes(dashboard_url: str) -> list[dict]:
     """The cluster's alive nodes as Ray's state API reports them: name (the segq node resource, or
     the node id), node id, whether it is the head, and its total resources."""
-    os.environ["RAY_AUTH_MODE"] = "token"
+    use_ray_env(loopback=True)
     from ray.util.state import list_nodes
 
     nodes = []

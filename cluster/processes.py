@@ -3,10 +3,14 @@ listener, and stopping a process group with everything it started (cluster.local
 cluster.local_nodes share them)."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
 import socket
+import tempfile
 import time
+from pathlib import Path
 
 from jobs.exceptions import ClusterError
 
@@ -23,6 +27,23 @@ def pid_alive(pid: int) -> bool:
             return stat.read().split(") ")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+# Held while a `segq up` chooses its ports and starts on them: two clusters started at the same
+# moment (two homes on one machine) would otherwise both find the same ports free and both bind them.
+START_LOCK = Path(tempfile.gettempdir()) / "segq-up.lock"
+
+
+@contextlib.contextmanager
+def start_lock():
+    """This machine's lock for starting local clusters, held until the block ends (waits for it).
+    Read-only is enough to lock, so users other than the file's creator can take it too."""
+    descriptor = os.open(START_LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def port_free(port: int) -> bool:

@@ -13,11 +13,12 @@ import pytest
 import redis
 
 from cluster.local import ensure_auth_token, free_port, wait_for_port
+from cluster.ray_env import use_ray_env
 
-# Ray reads its auth mode once per process, and the CLI, run in this process by CliRunner, turns on
-# token auth (cluster.connect.use_token_auth): every Ray client and in-process cluster of the test
-# session uses the token from the start, so no test sees the other mode.
-os.environ["RAY_AUTH_MODE"] = "token"
+# Ray reads its auth mode and its address rule once per process, and the CLI, run in this process by
+# CliRunner, sets both for the embedded default (cluster.ray_env): every Ray client and in-process
+# cluster of the test session uses them from the start, so no test sees the other mode.
+use_ray_env(loopback=True)
 ensure_auth_token()
 
 SEGQ = str(Path(sys.executable).with_name("segq"))

@@ -1,5 +1,5 @@
-"""A 2-node cluster on this machine (`segq up --nodes 2`): a spread trial runs its ranks on both
-nodes; a train worker killed with SIGKILL mid-epoch, then the second node's raylet, and the trial
+"""A 2-node cluster on this machine (`segq up --nodes 2`): every port it opens is on loopback; a
+spread trial runs its ranks on both nodes; a train worker killed with SIGKILL mid-epoch, then the second node's raylet, and the trial
 still finishes from its last checkpoints (real Ray, real Redis, real SIGKILLs)."""
 import json
 import os
@@ -8,6 +8,7 @@ import signal
 import pytest
 
 from tests.conftest import run_segq, wait_until
+from tests.socket_checks import LOOPBACK, listening_sockets, started_processes
 from tests.failure_checks import (attempt_epochs, cluster_state, metric_fields, raylet_pid, redis_of, submit,
                                   trial_facts, trial_names, wait_for_epoch, wait_for_registered_checkpoint,
                                   wait_for_status, write_spec)
@@ -23,6 +24,19 @@ def two_nodes(segq_env, tmp_path_factory):
     run_segq("up", "--nodes", "2", "--num-cpus", "4", env=env, check=True, timeout=300)
     yield env
     run_segq("down", env=env, timeout=120)
+
+
+def test_every_port_of_the_embedded_default_is_on_loopback(segq_env, two_nodes):
+    """The session's cluster and this one with its worker node: every listening socket of every
+    process `segq up` started (Redis, the head, its agents, the worker node's) is on loopback."""
+    for env in (segq_env, two_nodes):
+        state = cluster_state(env)
+        sockets = listening_sockets(started_processes(state))
+        names = {name for _, name, _, _ in sockets}
+        assert {"redis-server", "gcs_server", "raylet"} <= names, sockets
+        assert not [entry for entry in sockets if entry[2] not in LOOPBACK], sockets
+    assert len([name for _, name, _, _ in listening_sockets(started_processes(cluster_state(two_nodes)))
+                if name == "raylet"]) >= 4  # each node's raylet: its node manager and object manager
 
 
 def test_status_lists_both_nodes(two_nodes):

@@ -13,7 +13,7 @@ from tests.conftest import run_segq
 
 pytestmark = pytest.mark.ray
 EPOCHS = 3
-LRS = (1e-3, 3e-3, 1e-2)
+LRS = (3e-3, 1e-2)
 
 
 @pytest.fixture(scope="module")
