@@ -69,10 +69,7 @@ def cancelled(client: redis.Redis, job_id: str) -> bool:
 
 def start_running(client: redis.Redis, job_id: str) -> bool:
     """Mark the job running unless it was cancelled meanwhile (then False)."""
-    if cancelled(client, job_id):
-        return False
-    set_status(client, job_id, JobStatus.RUNNING)
-    return True
+    return set_status(client, job_id, JobStatus.RUNNING)
 
 
 def run_admitted(client: redis.Redis, record: JobRecord, deployment: Deployment, resume: bool) -> int:
@@ -100,9 +97,9 @@ def run_admitted(client: redis.Redis, record: JobRecord, deployment: Deployment,
 
 
 def set_final_status(client: redis.Redis, job_id: str, status: JobStatus, error: str = "") -> None:
-    """The job's final status, unless it was cancelled: `segq jobs cancel` has the last word."""
-    if not cancelled(client, job_id):
-        set_status(client, job_id, status, error=error)
+    """The job's final status, unless it was cancelled: `segq jobs cancel` has the last word
+    (jobs.records.TRANSITIONS)."""
+    set_status(client, job_id, status, error=error)
 
 
 def finish(client: redis.Redis, job_id: str, failed: list[str]) -> int:

@@ -12,5 +12,9 @@ class NoSuchJob(SegqError):
         self.job_id = job_id
 
 
+class JobAlreadyEnded(SegqError):
+    """`segq jobs cancel` on a job that ended before the cancel was written."""
+
+
 class JobNotResumable(SegqError):
     """`segq jobs resume` on a job that finished, was cancelled or still runs."""

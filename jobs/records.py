@@ -105,19 +105,61 @@ class JobRecord:
         return cls.from_dict(data)
 
 
-def set_status(client: redis.Redis, job_id: str, status: JobStatus, error: str = "") -> None:
-    if not client.exists(keys.job(job_id)):
-        raise NoSuchJob(job_id)
-    fields = {"status": status.value}
-    if status == JobStatus.RUNNING:
-        fields["started_at"] = repr(time.time())
-    if status.is_final:
-        fields["ended_at"] = repr(time.time())
-    if error:
-        fields["error"] = error[-2000:]
-    client.hset(keys.job(job_id), mapping=fields)
-    if status.is_final:
-        close_attempt(client, job_id, error.strip().splitlines()[-1] if error.strip() else status.value)
+# The statuses a job may move to from each. A queued job runs when its driver starts; a running job
+# ends finished or failed; a job that has not ended may be cancelled, or fail (its submission or its
+# driver died); a failed job may be queued again (`segq jobs resume`). Finished and cancelled never
+# change: `segq jobs cancel` has the last word over a driver still finishing, and a finished job
+# cannot be cancelled into another status.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.FAILED: frozenset({JobStatus.QUEUED}),
+    JobStatus.FINISHED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+def set_status(client: redis.Redis, job_id: str, status: JobStatus, error: str = "",
+               fields: dict[str, str] | None = None, also=None) -> bool:
+    """Move the job to `status` (with its times, `error` and the record's other `fields`) if
+    TRANSITIONS allows it from the status the job has now; a final status also closes the open
+    attempt, and `also(pipeline)` adds commands that must happen with the change. The status is read
+    and written in one WATCH/MULTI transaction: a status another client writes in between (a
+    cancel) makes it read again and decide on that. False, with nothing written, when the change
+    is not allowed."""
+    key = keys.job(job_id)
+
+    def apply(pipe: redis.client.Pipeline) -> bool:
+        current, attempts = pipe.hmget(key, "status", "attempts")
+        if current is None:
+            raise NoSuchJob(job_id)
+        if status not in TRANSITIONS[JobStatus(current)]:
+            return False
+        now = time.time()
+        mapping = {**(fields or {}), "status": status.value}
+        if status == JobStatus.RUNNING:
+            mapping["started_at"] = repr(now)
+        if status.is_final:
+            mapping["ended_at"] = repr(now)
+            mapping["attempts"] = json.dumps(closed(json.loads(attempts or "[]"), now, error.strip().splitlines()[-1]
+                                                    if error.strip() else status.value))
+        if error:
+            mapping["error"] = error[-2000:]
+        pipe.multi()
+        pipe.hset(key, mapping=mapping)
+        if also is not None:
+            also(pipe)
+        return True
+
+    return client.transaction(apply, key, value_from_callable=True)
+
+
+def closed(attempts: list[dict], now: float, reason: str) -> list[dict]:
+    """The attempts with the open one, if any, ended now for `reason` (finished, the error, why the
+    driver ended)."""
+    if attempts and attempts[-1]["end"] is None:
+        attempts[-1].update(end=now, reason=reason[-500:])
+    return attempts
 
 
 def update_attempts(client: redis.Redis, job_id: str, change) -> None:
@@ -135,15 +177,6 @@ def open_attempt(client: redis.Redis, job_id: str, kind: str, submission_id: str
     """A run of the job's driver begins (`kind`: submitted or resumed)."""
     update_attempts(client, job_id, lambda attempts: attempts.append(
         {"start": time.time(), "end": None, "kind": kind, "ray_submission_id": submission_id, "reason": ""}))
-
-
-def close_attempt(client: redis.Redis, job_id: str, reason: str) -> None:
-    """The open attempt, if any, ends now for `reason` (finished, the error, why the driver ended)."""
-    def close(attempts: list[dict]) -> None:
-        if attempts and attempts[-1]["end"] is None:
-            attempts[-1].update(end=time.time(), reason=reason[-500:])
-
-    update_attempts(client, job_id, close)
 
 
 def list_jobs(client: redis.Redis, limit: int = 50) -> list[JobRecord]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from jobs import keys, queue
+from jobs import queue
 from jobs.deployment import Deployment
 from jobs.exceptions import JobNotResumable
 from jobs.records import JobRecord, JobStatus, set_status
@@ -89,10 +89,10 @@ def resume(client: redis.Redis, jobs: "JobSubmissionClient", record: JobRecord, 
     record.ray_submission_id = next_submission_id(record)
     record.dashboard_url = f"{dashboard_url}/#/jobs/{record.ray_submission_id}"
     record.status, record.error, record.ended_at = JobStatus.QUEUED, "", None
-    pipe = client.pipeline()
-    pipe.hset(keys.job(record.id), mapping={name: record.to_dict()[name] for name in (
-        "ray_submission_id", "dashboard_url", "status", "error", "ended_at")})
-    queue.enqueue(pipe, record.id, record.priority, record.created_at)
-    pipe.execute()
+    fields = {name: record.to_dict()[name] for name in ("ray_submission_id", "dashboard_url", "error", "ended_at")}
+    if not set_status(client, record.id, JobStatus.QUEUED, fields=fields,
+                      also=lambda pipe: queue.enqueue(pipe, record.id, record.priority, record.created_at)):
+        raise JobNotResumable(f"job {record.id} changed status meanwhile "
+                              f"({JobRecord.load(client, record.id).status.value}); see `segq jobs show {record.id}`")
     submit_driver(client, jobs, record, deployment, dashboard_url, resume=True)
     return record

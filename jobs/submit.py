@@ -15,7 +15,7 @@ import redis
 
 from jobs import queue
 from jobs.deployment import Deployment
-from jobs.exceptions import ClusterError
+from jobs.exceptions import ClusterError, JobAlreadyEnded
 from jobs.records import JobRecord, JobStatus, new_job_id, set_status
 from jobs.spec import JobSpec
 from workers.trial_spec import TrialSpec
@@ -112,9 +112,9 @@ def cancel(client: redis.Redis, record: JobRecord, jobs: "JobSubmissionClient",
     that), the job leaves the queue, and Ray stops its driver, which takes the job's trial workers
     with it. Waits up to `deadline_s` for Ray to say the driver ended; returns Ray's final status,
     or None if it had not ended by then."""
-    if record.status.is_final:
-        return None
-    set_status(client, record.id, JobStatus.CANCELLED, error=f"cancelled with `segq jobs cancel {record.id}`")
+    if not set_status(client, record.id, JobStatus.CANCELLED, error=f"cancelled with `segq jobs cancel {record.id}`"):
+        raise JobAlreadyEnded(f"{record.id} is already {JobRecord.load(client, record.id).status.value}; there is "
+                              f"nothing to cancel (`segq jobs show {record.id}` has its record)")
     queue.release(client, record.id)
     try:
         jobs.stop_job(record.ray_submission_id)

@@ -63,8 +63,10 @@ def test_each_attempt_has_start_end_and_reason(redis_client):
     record.save(redis_client)
     open_attempt(redis_client, record.id, "submitted", record.id)
     set_status(redis_client, record.id, JobStatus.FAILED, error="Traceback ...\nthe driver ended")
+    assert set_status(redis_client, record.id, JobStatus.QUEUED)  # `segq jobs resume`
     open_attempt(redis_client, record.id, "resumed", f"{record.id}-r1")
-    set_status(redis_client, record.id, JobStatus.FINISHED)
+    assert set_status(redis_client, record.id, JobStatus.RUNNING)
+    assert set_status(redis_client, record.id, JobStatus.FINISHED)
     attempts = JobRecord.load(redis_client, record.id).attempts
     assert [(a["kind"], a["reason"], a["ray_submission_id"]) for a in attempts] == [
         ("submitted", "the driver ended", "sweep-1"), ("resumed", "finished", "sweep-1-r1")]
