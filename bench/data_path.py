@@ -1,6 +1,6 @@
 """Data path throughput (images/s) at 256x512: the seed's loop, a PNG DataLoader, and the segq reader.
 
-Renders `--frames` synthetic scenes (jobs.sources.synthetic.render_sample) at 256x512, stores them
+Renders `--frames` synthetic scenes (jobs.preparation.sources.synthetic.render_sample) at 256x512, stores them
 as full-size 1024x2048 PNGs (Cityscapes' frame size: image upscaled bilinear, mask nearest; PNG level 1,
 which decodes like any level and keeps generation short) with
 8-bit masks in the `folder` layout, and prepares those to 256x512 shards with segq's own prepare().
@@ -40,9 +40,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from jobs.prepare import prepare
-from jobs.sources.folder import folder_dataset, load_folder
-from jobs.sources.synthetic import CLASS_NAMES, render_sample
+from jobs.preparation.prepare import prepare
+from jobs.preparation.sources.folder import folder_dataset, load_folder
+from jobs.preparation.sources.synthetic import CLASS_NAMES, render_sample
 from workers.augment import Normalize, limit_augmentation_threads, train_transform
 from workers.data import PREFETCH_BATCHES, EpochRows, SplitDataset, loader_context, make_loader
 from workers.shards import ShardedSplit

@@ -52,9 +52,9 @@ def time_preparation(root: Path, workers: int, size: str, shard_size: int, repea
     """Runs inside the per-worker-count subprocess."""
     import ray
 
-    from jobs.prepare import parse_size, prepare
-    from jobs.task_runner import run_ray_tasks
-    from jobs.sources.cityscapes import cityscapes_dataset, load_cityscapes
+    from jobs.preparation.prepare import parse_size, prepare
+    from jobs.preparation.task_runner import run_ray_tasks
+    from jobs.preparation.sources.cityscapes import cityscapes_dataset, load_cityscapes
 
     ray.init(address="local", num_cpus=workers, include_dashboard=False, logging_level="ERROR",
              log_to_driver=False)

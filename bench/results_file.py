@@ -9,6 +9,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from workers.files import write_atomically
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
@@ -86,9 +88,7 @@ def write_section(results: Path, title: str, text: str) -> None:
         following = old.find("\n# ", start + len(title))
         rest = old[following + 1:] if following >= 0 else ""
         new = old[:start] + text + ("\n" + rest if rest else "")
-    scratch = results.with_name(results.name + ".tmp")  # never a half-written RESULTS.md
-    scratch.write_text(new)
-    scratch.replace(results)
+    write_atomically(results, new)  # never a half-written RESULTS.md
 
 
 def publish(args: argparse.Namespace, title: str, text: str) -> None:

@@ -23,6 +23,7 @@ from cluster.processes import (free_port, pid_alive, session_processes, start_lo
                                wait_for_port)
 from cluster.ray_env import ray_env
 from jobs.exceptions import ClusterError
+from workers.files import write_atomically
 
 STATE_FILE = "cluster.json"
 PREFERRED_REDIS_PORT = 6380
@@ -42,10 +43,7 @@ def read_state(home: Path) -> dict | None:
 
 
 def write_state(home: Path, state: dict) -> None:
-    path = state_path(home)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, path)
+    write_atomically(state_path(home), json.dumps(state, indent=2))
 
 
 def ensure_auth_token() -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 
-TOKEN_AUTH = {"RAY_AUTH_MODE": "token"}
+from jobs.deployment import RAY_TOKEN_AUTH as TOKEN_AUTH
+
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 

@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+from workers.files import write_atomically
 from workers.redis_client import public_url
 
 PASSWORD_FILE = "redis.password"
@@ -22,13 +23,7 @@ REDIS_SECRET_CONF = "secret.conf"
 def write_private(path: Path, text: str) -> Path:
     """Write `text` to a file only its owner can read (created 0600, never world-readable on the way)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, text, mode=0o600)
 
 
 def redis_password_file(home: Path) -> Path:

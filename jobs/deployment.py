@@ -17,10 +17,12 @@ from workers.storage import absolute as storage_location
 REDIS_URL = "SEGQ_REDIS_URL"
 STORAGE = "SEGQ_STORAGE"
 EMBEDDED = "SEGQ_EMBEDDED"
+# Ray's token authentication, for every Ray process and client segq starts (cluster.ray_env too).
+RAY_TOKEN_AUTH = {"RAY_AUTH_MODE": "token"}
 # Every Ray client the driver starts authenticates with the cluster token; logs are not held back.
 # Ray Train's controller polls a trial's workers (their reports, their end) every 0.25 s, not 2 s, and
 # gives a worker group 5 minutes to start (not 1: on a busy node, starting processes queue up).
-DRIVER_ENV = {"RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+DRIVER_ENV = {**RAY_TOKEN_AUTH, "PYTHONUNBUFFERED": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
               "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300"}
 # On the embedded default no node is preempted: no preemption watcher actor per trial.
 EMBEDDED_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}

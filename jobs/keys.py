@@ -16,7 +16,7 @@ segq:job:{job}:trial:{trial}:metrics       hash   "{iteration}:{epoch}:{split}" 
                                                   "{iteration}:{epoch}:perturbation" -> PBT's exploit: the
                                                   donor trial whose checkpoint of that epoch it took over
 segq:job:{job}:leaderboard                 zset   trial -> best value of the job's target metric
-segq:queue:waiting                         zset   job id -> priority and submission order (jobs.queue)
+segq:queue:waiting                         zset   job id -> priority and submission order (jobs.lifecycle.queue)
 segq:queue:running                         zset   job id -> when it took a slot
 segq:queue:alive                           zset   job id -> its driver's heartbeat deadline
 """

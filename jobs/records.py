@@ -44,13 +44,13 @@ class JobRecord:
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     ended_at: float | None = None
-    priority: int = 0  # higher runs first (jobs.queue)
+    priority: int = 0  # higher runs first (jobs.lifecycle.queue)
     max_running_jobs: int = 1  # the job waits while this many jobs run on the cluster
     attempts: list[dict] = field(default_factory=list)  # each run of the driver: start, end, kind, reason
 
     @property
     def target(self) -> Target:
-        """The job's target metric (SPEC 6: default val_miou, max), as the spec gave it."""
+        """The job's target metric (default val_miou, max), as the spec gave it."""
         return Target(metric=self.spec.get("metric", "val_miou"), mode=self.spec.get("mode", "max"))
 
     def to_dict(self) -> dict[str, str]:

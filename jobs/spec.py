@@ -1,11 +1,9 @@
 """Job specs (pydantic, extra fields forbidden) and their expansion into trials.
 
-Any model or train field may be a search space instead of a value (Ray Tune's names and rules):
-`{grid: [a, b]}` (an axis of the cartesian product), `{choice: [a, b]}`, `{uniform: [low, high]}`,
-`{loguniform: [low, high]}`, `{randint: [low, high]}` (high exclusive) and `{quniform: [low, high, q]}`.
-`search` decides how they become trials (grid_configs, random_configs); every draw comes from one
-`random.Random(search_seed)`, so the same spec gives the same trials. Each trial is fully resolved:
-no search syntax is left in it, and a drawn value is validated like a written one.
+Any model or train field may be a search space instead of a value (jobs.search_space: Ray Tune's
+names and rules). `search` decides how they become trials (grid_configs, random_configs); every
+draw comes from one `random.Random(search_seed)`, so the same spec gives the same trials. Each trial
+is fully resolved: no search syntax is left in it, and a drawn value is validated like a written one.
 
 A spec is validated (`parse_spec`) and expanded (`expand_trials`) once, at submission; the job
 record keeps the resulting trials, so the driver runs exactly those and never draws again.
@@ -13,7 +11,6 @@ record keeps the resulting trials, so the driver runs exactly those and never dr
 from __future__ import annotations
 
 import itertools
-import math
 import random
 from pathlib import Path
 from typing import Any, Iterator, Literal, NamedTuple
@@ -21,8 +18,11 @@ from typing import Any, Iterator, Literal, NamedTuple
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from jobs.search_space import (BOUNDED, LISTS, bounds, check_space, is_number, sample_space,
+                               search_kind)
 from seg_models.exceptions import SpecError
 from seg_models.registry import ARCHITECTURES, validate_options
+from workers.saliency import resolve_background_classes
 from workers.target import Target
 from workers.trial_spec import SaliencyParams, Strict, TrainParams, TrialSpec, check_background_classes
 
@@ -80,7 +80,6 @@ class Resources(Strict):
         return f"each trial trains through Ray Train ({self.workers_per_trial} worker(s) of their own)"
 
 
-SPACES = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
 # What PBT may mutate: a trial that takes over another's checkpoint keeps that trial's model,
 # optimizer state and schedule, and writes these into them (workers.optim.apply_hyperparameters)
 # or into its next loader; any other train field would not fit the checkpoint it takes over.
@@ -140,7 +139,7 @@ def check_mutation(name: str, field: str, space: Any, train: dict[str, Any]) -> 
         raise SpecError(f"{name}: give a non-empty list or a search space")
     values = space if kind is None else check_space(name, kind, space[kind])
     if kind in BOUNDED:
-        values = [values[0], values[1] - 1 if kind == "randint" else values[1]]
+        values = list(bounds(kind, values))
     for value in values:
         try:
             TrainParams(**{field: value})
@@ -154,7 +153,7 @@ def check_mutation(name: str, field: str, space: Any, train: dict[str, Any]) -> 
 
 def axis_options(value: Any) -> list:
     """Every value a train field may take: its value, or its grid's or choice's list."""
-    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("grid", "choice"):
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in LISTS:
         return list(next(iter(value.values())))
     return [value]
 
@@ -166,68 +165,9 @@ def lr_values(value: Any) -> list[float]:
         kind, args = next(iter(value.items()))
         if not isinstance(args, list):
             return [TrainParams().lr]
-        numbers = [a for a in (args if kind in ("grid", "choice") else args[:2]) if is_number(a, False)]
+        numbers = [a for a in (args if kind in LISTS else args[:2]) if is_number(a, False)]
         return numbers or [TrainParams().lr]
     return [value] if is_number(value, False) else [TrainParams().lr]
-
-
-def is_multiple(value: float, q: float) -> bool:
-    return math.isclose(value / q, round(value / q), abs_tol=1e-9)
-
-
-# kind: (arity, integers only, what its arguments must be, the check); the rules are Ray Tune's
-BOUNDED = {
-    "uniform": (2, False, "[low, high] with low < high", lambda low, high: low < high),
-    "loguniform": (2, False, "0 < low < high", lambda low, high: 0 < low < high),
-    "randint": (2, True, "integers [low, high] with low < high (high is exclusive)", lambda low, high: low < high),
-    "quniform": (3, False, "[low, high, q] with low < high, q > 0 and low, high multiples of q",
-                 lambda low, high, q: low < high and q > 0 and is_multiple(low, q) and is_multiple(high, q)),
-}
-
-
-def search_kind(name: str, value: Any) -> str | None:
-    """The search space a value is written as (`{loguniform: [1e-4, 1e-2]}`), None for a plain value."""
-    if not (isinstance(value, dict) and len(value) == 1 and isinstance(next(iter(value)), str)):
-        return None
-    kind = next(iter(value))
-    if kind not in SPACES:
-        raise SpecError(f"{name}: unknown search space {kind!r}; valid: {', '.join(SPACES)}")
-    return kind
-
-
-def is_number(value: Any, integer: bool) -> bool:
-    return isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
-
-
-def check_space(name: str, kind: str, args: Any) -> list:
-    """The space's arguments, checked; an error names the field and says what they must be."""
-    if kind in ("grid", "choice"):
-        if not isinstance(args, list) or not args:
-            raise SpecError(f"{name}: {kind} must be a non-empty list")
-        return args
-    arity, integer, rule, holds = BOUNDED[kind]
-    if not (isinstance(args, list) and len(args) == arity and all(is_number(a, integer) for a in args)
-            and holds(*args)):
-        raise SpecError(f"{name}: {kind} needs {rule} (got {args!r})")
-    return args
-
-
-def sample_space(kind: str, args: list, rng: random.Random) -> Any:
-    """One draw, as Ray Tune's `tune.<kind>` would make it (full precision, no rounding)."""
-    if kind in ("grid", "choice"):
-        return rng.choice(args)
-    if kind == "randint":
-        return rng.randrange(args[0], args[1])
-    if kind == "uniform":
-        return rng.uniform(args[0], args[1])
-    if kind == "loguniform":
-        low, high = args
-        # exp(log(high)) can land one ulp outside the bounds
-        return min(max(math.exp(rng.uniform(math.log(low), math.log(high))), low), high)
-    low, high, q = args
-    steps = round(rng.uniform(low, high) / q)
-    # all-integer bounds give integers, so that e.g. batch_size: {quniform: [8, 64, 8]} stays an int
-    return steps * q if all(isinstance(a, int) for a in args) else float(steps * q)
 
 
 def axis_values(name: str, value: Any) -> list:
@@ -405,9 +345,7 @@ class JobSpec(Strict):
         """The most epochs any trial of the spec may run (schedulers scale their defaults with it)."""
         if "epochs" in train.spaces:
             kind, args = train.spaces["epochs"]
-            if kind in ("grid", "choice"):
-                return int(max(args))
-            return int(args[1]) - 1 if kind == "randint" else int(args[1])  # randint's high is exclusive
+            return int(max(args)) if kind in LISTS else int(bounds(kind, args)[1])
         epochs = train.fixed.get("epochs", TrainParams().epochs)
         # A wrong type is left to the trials' validation, which names the field.
         return epochs if isinstance(epochs, int) else TrainParams().epochs
@@ -444,19 +382,7 @@ class SaliencySpec(JobSpec):
     def resolve_background(self, manifest: dict) -> list[int]:
         """The background classes the trials use: the spec's, else the dataset's; checked against
         the dataset's classes, so that a dataset without a background class is refused here."""
-        classes = self.background_classes
-        if classes is None:
-            classes = manifest.get("background_classes") or []
-            if not classes:
-                raise SpecError(f"background_classes: {self.data} has no background class "
-                                f"({manifest.get('source')} {manifest.get('label_mode') or ''}".rstrip()
-                                + "); set background_classes in the spec to the class ids that are not "
-                                  "foreground, e.g. background_classes: [0]")
-        outside = [c for c in classes if not 0 <= c < manifest["num_classes"]]
-        if outside:
-            raise SpecError(f"background_classes: class {outside[0]} is not one of the dataset's "
-                            f"{manifest['num_classes']} classes (0..{manifest['num_classes'] - 1})")
-        return classes
+        return resolve_background_classes(self.background_classes, manifest, self.data)
 
     def check_tuning(self, train: Section) -> None:
         if self.scheduler.kind != "fifo":

@@ -72,7 +72,8 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def scores_from_matrix(matrix: torch.Tensor, class_names: list[str] | None = None) -> dict:
-    """Every SPEC 4.3 score from a confusion matrix; per-class values are keyed by class name."""
+    """Every score of a confusion matrix (mIoU, pixel and mean accuracy, mDice, FWIoU, per class);
+    per-class values are keyed by class name."""
     matrix = matrix.to(torch.float64).cpu()
     n = matrix.shape[0]
     names = class_names or [str(i) for i in range(n)]

@@ -99,8 +99,8 @@ def wait_until(predicate, timeout: float, interval: float = 0.5):
 def prepare_synthetic_in_process(out: Path, count: int, split: tuple[float, float, float],
                                  size: tuple[int, int] = (16, 24)) -> Path:
     """A tiny synthetic dataset prepared in this process (no Ray): for unit tests of the workers."""
-    from jobs.prepare import prepare
-    from jobs.sources.synthetic import load_synthetic, synthetic_dataset
+    from jobs.preparation.prepare import prepare
+    from jobs.preparation.sources.synthetic import load_synthetic, synthetic_dataset
 
     prepare(synthetic_dataset(count, 1, split), load_synthetic, out, size, 8, "none", False,
             lambda tasks: [task() for task in tasks])

@@ -4,9 +4,9 @@ import time
 import redis
 
 from jobs import keys
-from jobs.aggregator import Aggregator
+from jobs.results.aggregator import Aggregator
 from jobs.records import JobRecord
-from jobs.summary import trial_rows
+from jobs.results.summary import trial_rows
 from tests.conftest import wait_until
 from workers.publisher import MetricsPublisher
 from workers.target import Target

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from jobs import keys
-from jobs.aggregator import Aggregator
+from jobs.results.aggregator import Aggregator
 from jobs.records import JobRecord
-from jobs.summary import trial_rows
+from jobs.results.summary import trial_rows
 from tests.conftest import SEGQ, run_segq, wait_until
 from tests.test_aggregator import publish_trial
 

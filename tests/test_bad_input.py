@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,8 @@ CASES = [
     # predict, eval, export
     Case("crafted pickle checkpoint", ("predict", "{world}/crafted.pt", "{image}", "--out", "{world}/pred"),
          ("crafted.pt", "refused")),
+    Case("crafted pickle of a newer protocol", ("predict", "{world}/crafted4.pt", "{image}", "--out", "{world}/pred"),
+         ("crafted4.pt", "checkpoint")),
     Case("corrupt checkpoint", ("predict", "{world}/corrupt.pt", "{image}", "--out", "{world}/pred"),
          ("corrupt.pt", "checkpoint.pt")),
     Case("checkpoint of another architecture", ("predict", "{world}/mixed.pt", "{image}", "--out", "{world}/pred"),
@@ -145,7 +148,8 @@ RESUME_CASES = [
          (FINISHED_JOB, "finished")),
 ]
 # Through the installed command as well: the same line and exit from a real process.
-INSTALLED = ("spec unknown field", "crafted pickle checkpoint", "unreachable Redis", "wrong Redis password")
+INSTALLED = ("spec unknown field", "crafted pickle checkpoint", "crafted pickle of a newer protocol",
+             "unreachable Redis", "wrong Redis password")
 
 
 def save_model(path: Path, arch: str, num_classes: int, manifest: dict, data: Path, weights_of: str | None = None,
@@ -179,6 +183,8 @@ def make_checkpoints(world: Path, data: Path) -> None:
     shutil.copy(save_model(world / "mixed", "fcn", manifest["num_classes"], manifest, data, weights_of="unet",
                            options={"backbone": "resnet18"}), world / "mixed.pt")
     torch.save({"model": Crafted(world / "pwned"), "trial": {}}, world / "crafted.pt")
+    # a plain pickle of protocol 4: torch warns about the protocol before it refuses the file
+    (world / "crafted4.pt").write_bytes(pickle.dumps({"model": Crafted(world / "pwned")}, protocol=4))
     (world / "corrupt.pt").write_bytes(os.urandom(512))
     torch.save({"weights": [1.0, 2.0]}, world / "plain.pt")
     (world / "notimage.png").write_text("this is text, not a PNG\n")

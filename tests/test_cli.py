@@ -28,11 +28,11 @@ def no_cluster(monkeypatch, tmp_path):
             raise RuntimeError(f"{name} called before validation finished")
         return connect
 
-    monkeypatch.setattr("cluster.cli_context.resolve", trap("resolve"))
+    monkeypatch.setattr("cluster.cli.context.resolve", trap("resolve"))
     monkeypatch.setattr("cluster.local.up", trap("local.up"))
-    for module in ("cluster.cli_submit", "cluster.cli_watch", "cluster.connect"):
+    for module in ("cluster.cli.submit", "cluster.cli.watch", "cluster.connect"):
         monkeypatch.setattr(f"{module}.connect_redis", trap("connect_redis"))
-    monkeypatch.setattr("cluster.cli_submit.jobs_client", trap("jobs_client"))
+    monkeypatch.setattr("cluster.cli.submit.jobs_client", trap("jobs_client"))
     monkeypatch.setattr("cluster.connect.init_ray", trap("init_ray"))
     return attempts
 
@@ -143,9 +143,24 @@ def test_unknown_job(redis_url, monkeypatch, tmp_path):
 
 
 def test_models_lists_the_registry():
+    """Every architecture of the registry, each with its backbones, and parameter counts that are
+    those of the models built here for 6 classes (spot-checked on one row per kind of model)."""
+    from seg_models.base import count_parameters
+    from seg_models.registry import ARCHITECTURES, build_model
+
     result = segq("models", "--num-classes", "6")
     assert result.exit_code == 0, result.output
-    assert "unet" in result.stdout and "parameters" in result.stdout
+    rows, arch = {}, None
+    for line in result.stdout.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if len(cells) == 5 and cells[2].replace(",", "").isdigit():
+            arch = cells[0] or arch
+            rows[(arch, cells[1])] = int(cells[2].replace(",", ""))
+    assert {name for name, _ in rows} == set(ARCHITECTURES)
+    for arch, backbone in (("unet", "-"), ("segnet", "-"), ("fcn", "resnet18"), ("deeplabv3plus", "mobilenet_v2"),
+                           ("pspnet", "resnet50"), ("vgg_unet", "vgg16_bn")):
+        model = build_model(arch, 6, {} if backbone == "-" else {"backbone": backbone})
+        assert rows[(arch, backbone)] == count_parameters(model), (arch, backbone)
 
 
 def cityscapes_like(tmp_path, background):

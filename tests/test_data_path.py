@@ -106,7 +106,7 @@ def test_device_normalisation_equals_the_host_one(dataset_dir):
 
 
 def test_prediction_preprocesses_as_before():
-    from jobs.inference import TrainedModel
+    from jobs.checkpoints.inference import TrainedModel
 
     mean, std = [0.3, 0.4, 0.5], [0.2, 0.25, 0.3]
     trained = TrainedModel(model=torch.nn.Identity(), height=8, width=12, normalize=Normalize(mean, std),

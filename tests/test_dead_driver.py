@@ -28,7 +28,7 @@ def job_ids(client) -> set[str]:
 
 
 def driver_pid(job_id: str) -> int | None:
-    """The pid of `python -m jobs.driver JOB` (not the shell Ray may start it through)."""
+    """The pid of `python -m jobs.lifecycle.driver JOB` (not the shell Ray may start it through)."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -36,7 +36,7 @@ def driver_pid(job_id: str) -> int | None:
             argv = [arg.decode(errors="replace") for arg in (proc / "cmdline").read_bytes().split(b"\0")]
         except OSError:
             continue
-        if argv[1:4] == ["-m", "jobs.driver", job_id]:
+        if argv[1:4] == ["-m", "jobs.lifecycle.driver", job_id]:
             return int(proc.name)
     return None
 

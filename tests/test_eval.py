@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from jobs.prepare import prepare
-from jobs.sources.cityscapes import cityscapes_dataset, load_cityscapes
+from jobs.preparation.prepare import prepare
+from jobs.preparation.sources.cityscapes import cityscapes_dataset, load_cityscapes
 from seg_models.registry import build_model
 from tests.conftest import run_segq
 from tests.test_source_cityscapes import run_inline
@@ -120,8 +120,8 @@ def test_eval_replays_the_trial_scoring(checkpoint, train_ids_data, tmp_path):
     """The checkpoint says how its trial scored it; eval sums the same ranks' matrices, each from
     the same batches (a lone last image included) on as many threads, and leaves the caller's
     thread count alone."""
-    from jobs.evaluate import evaluate_checkpoint
-    from jobs.inference import load_trained_model
+    from jobs.checkpoints.evaluate import evaluate_checkpoint
+    from jobs.checkpoints.inference import load_trained_model
     from seg_models.metrics import scores_from_matrix
     from workers.augment import Normalize
     from workers.checkpointing import load_checkpoint

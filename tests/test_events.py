@@ -5,9 +5,9 @@ import pytest
 from pydantic import ValidationError
 
 from jobs import keys
-from jobs.aggregator import Aggregator
+from jobs.results.aggregator import Aggregator
 from jobs.records import JobRecord
-from jobs.summary import trial_rows
+from jobs.results.summary import trial_rows
 from tests.test_aggregator import publish_trial
 from workers.events import BestEvent, MetricsEvent, SplitScores, TrainMetrics, decode_event, encode_event
 from workers.target import Target

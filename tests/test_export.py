@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from cluster.cli_models import models_app
-from jobs.inference import load_trained_model, predict_classes
+from cluster.cli.models import models_app
+from jobs.checkpoints.inference import load_trained_model, predict_classes
 from seg_models.registry import build_model
 
 HEIGHT, WIDTH = 32, 48

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -55,11 +56,16 @@ def test_both_paths_give_the_same_numbers(segq_env, tiny_dataset, tmp_path):
     """The same seeded one-worker trial, in its Tune trial and through Ray Train with one worker:
     the same per-epoch training loss and val mIoU, and `segq eval` of its best checkpoint gives its row."""
     client, rows = redis_of(segq_env), {}
-    for runner in ("trial", "train"):
+
+    def run(runner: str) -> list[dict]:
         path = tmp_path / f"{runner}.yaml"
         path.write_text(yaml.safe_dump({"data": str(tiny_dataset), **SEEDED,
                                         "resources": {"cpus_per_worker": 0.5, "runner": runner}}))
-        [row] = rows[runner] = summary(segq_env, submit_and_wait(segq_env, path))
+        return summary(segq_env, submit_and_wait({**segq_env, "SEGQ_MAX_RUNNING_JOBS": "2"}, path))
+
+    with ThreadPoolExecutor(2) as pool:  # both at once: each trial's numbers depend on its seed alone
+        rows = dict(zip(("trial", "train"), pool.map(run, ("trial", "train"))))
+    for runner, [row] in rows.items():
         assert trial_facts(client, row["job"], row["trial"])["runner"] == runner
         result = run_segq("eval", row["best_checkpoint"], "--data", str(tiny_dataset), "--format", "json",
                           env=segq_env, check=True)

@@ -2,7 +2,9 @@
 and a job whose driver stopped beating losing its place and its slot."""
 import time
 
-from jobs import keys, queue
+from jobs import keys
+
+from jobs.lifecycle import queue
 from jobs.records import JobRecord, JobStatus, open_attempt, set_status
 
 

@@ -1,4 +1,4 @@
-"""Bad input (SPEC 3.3), prepared inline: one DataError naming the file, nothing left behind;
+"""Bad input, prepared inline: one DataError naming the file, nothing left behind;
 with skip_bad, the bad samples are counted in the manifest and the good ones written."""
 import io
 
@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from workers.exceptions import DataError
-from jobs.prepare import prepare
-from jobs.sources.folder import folder_dataset, load_folder
-from jobs.sources.images import read_rgb
+from jobs.preparation.prepare import prepare
+from jobs.preparation.sources.folder import folder_dataset, load_folder
+from jobs.preparation.sources.images import read_rgb
 from tests.test_source_folder import write_folder
 from workers.shards import MANIFEST, ShardedSplit
 

@@ -5,7 +5,7 @@ import redis
 
 from jobs.exceptions import NoSuchJob
 from jobs import keys
-from jobs.driver import set_final_status, start_running
+from jobs.lifecycle.driver import set_final_status, start_running
 from jobs.records import TRANSITIONS, JobRecord, JobStatus, list_jobs, resolve_job_id, set_status
 
 

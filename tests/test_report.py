@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from jobs.records import JobRecord, JobStatus
-from jobs.report import write_report
-from jobs.tables import Ranking, comparison_rows, control_rows, markdown_table, per_class_rows
+from jobs.results.report import write_report
+from jobs.results.tables import Ranking, comparison_rows, control_rows, markdown_table, per_class_rows
 
 CLASSES = ("background", "circle", "square")
 ODD_NAME = '001_<b>fcn</b>&"x"'
@@ -100,7 +100,7 @@ def test_the_prediction_grid_is_drawn_from_the_best_trial_by_the_target(tmp_path
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
         return path
 
-    monkeypatch.setattr("jobs.report.plot_predictions", draw)
+    monkeypatch.setattr("jobs.results.report.plot_predictions", draw)
     rows = sweep_rows()
     for row, value in zip(rows, (0.1, 0.9, None)):  # val_mdice, min: 000_unet is best though its mIoU is lower
         row["best_value"] = value

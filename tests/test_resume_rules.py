@@ -3,7 +3,7 @@ import pytest
 
 from jobs.exceptions import JobNotResumable
 from jobs.records import JobRecord, JobStatus
-from jobs.resume import check_resumable, next_submission_id
+from jobs.lifecycle.resume import check_resumable, next_submission_id
 
 
 def job(status: JobStatus, submission: str = "sweep-1") -> JobRecord:

@@ -148,11 +148,11 @@ def test_validation_and_test_metrics_are_on_unmasked_images(saliency_job, tiny_d
     if evaluation had seen masked images (iteration 3 trains on 64% of each image)."""
     import torch
 
-    from jobs.evaluate import replay_scores
-    from jobs.summary import trial_metrics
+    from jobs.checkpoints.evaluate import replay_scores
+    from jobs.results.summary import trial_metrics
     from workers.augment import Normalize
     from workers.data import SplitDataset
-    from jobs.inference import load_trained_model
+    from jobs.checkpoints.inference import load_trained_model
     from workers.shards import ShardedSplit
 
     job_id, rows, client, first_trial = (saliency_job.job_id, saliency_job.rows, saliency_job.client,

@@ -1,6 +1,6 @@
-"""segq's schedulers, driven directly: Ray's own scheduler classes (as jobs.tuning builds them) with
+"""segq's schedulers, driven directly: Ray's own scheduler classes (as jobs.execution.tuning builds them) with
 stand-in trials and a stand-in controller that acts on each decision the way Tune's does. What a
-trial reports mirrors jobs.tuning.report_epoch: a final report carries no epoch."""
+trial reports mirrors jobs.execution.tuning.report_epoch: a final report carries no epoch."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,8 @@ from ray.tune.schedulers import HyperBandScheduler, TrialScheduler
 from ray.tune.schedulers.pbt import _explore
 
 from jobs.spec import SchedulerSpec, SweepSpec
-from jobs.tuning import LAST_EPOCH, check_hyperband, scheduler_for, within_space
+from jobs.execution.tuning import LAST_EPOCH, check_hyperband, scheduler_for
+from jobs.search_space import within_space
 from seg_models.exceptions import SpecError
 from workers.reporting import FINAL_REPORT
 from workers.target import Target

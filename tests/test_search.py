@@ -5,7 +5,8 @@ import random
 
 import pytest
 
-from jobs.spec import SweepSpec, check_space, expand_trials, parse_spec, sample_space
+from jobs.search_space import check_space, sample_space
+from jobs.spec import SweepSpec, expand_trials, parse_spec
 from seg_models.exceptions import SpecError
 
 

@@ -5,8 +5,8 @@ import pyarrow as pa
 import pytest
 
 from workers.exceptions import DataError
-from jobs.prepare import prepare
-from jobs.sources.synthetic import CLASS_NAMES, load_synthetic, synthetic_dataset
+from jobs.preparation.prepare import prepare
+from jobs.preparation.sources.synthetic import CLASS_NAMES, load_synthetic, synthetic_dataset
 from workers.shards import MANIFEST, ShardedSplit, rank_indices, read_manifest
 
 

@@ -51,7 +51,7 @@ def leftovers(home: str, state: dict, job_ids: list[str]) -> list[str]:
     for pid, (cmdline, segq_home) in process_facts().items():
         if pid == os.getpid():
             continue
-        if any(f"jobs.driver {job}" in cmdline for job in job_ids):
+        if any(f"jobs.lifecycle.driver {job}" in cmdline for job in job_ids):
             found.append(cmdline)
         elif pid in cluster and cmdline.startswith(TRAIN_ACTORS):
             found.append(cmdline)

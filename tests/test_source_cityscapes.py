@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from workers.exceptions import DataError
-from jobs.prepare import prepare
-from jobs.sources.cityscapes import LABELS, cityscapes_dataset, load_cityscapes
+from jobs.preparation.prepare import prepare
+from jobs.preparation.sources.cityscapes import LABELS, cityscapes_dataset, load_cityscapes
 from workers.shards import ShardedSplit
 
 TREE = {"train": {"aachen": 2, "bochum": 1}, "val": {"frankfurt": 2}, "test": {"berlin": 1}}

@@ -4,8 +4,8 @@ import pytest
 from PIL import Image
 
 from workers.exceptions import DataError
-from jobs.prepare import prepare
-from jobs.sources.folder import folder_dataset, load_folder, voc_palette
+from jobs.preparation.prepare import prepare
+from jobs.preparation.sources.folder import folder_dataset, load_folder, voc_palette
 from workers.shards import ShardedSplit
 
 CLASSES = ["background", "cat", "dog"]

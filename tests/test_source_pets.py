@@ -4,8 +4,8 @@ import pytest
 from PIL import Image
 
 from workers.exceptions import DataError
-from jobs.prepare import prepare
-from jobs.sources.pets import load_pets, pets_dataset
+from jobs.preparation.prepare import prepare
+from jobs.preparation.sources.pets import load_pets, pets_dataset
 from workers.shards import ShardedSplit
 
 TRAINVAL = [f"Abyssinian_{i}" for i in range(1, 11)] + [f"beagle_{i}" for i in range(1, 11)]

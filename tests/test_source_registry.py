@@ -3,8 +3,8 @@ No cluster: every case here is refused or listed before `segq data prepare` conn
 import pytest
 from typer.testing import CliRunner
 
-from cluster.cli_data import data_app
-from jobs.sources.registry import SOURCES, describe_flag, open_source, source_flags
+from cluster.cli.data import data_app
+from jobs.preparation.sources.registry import SOURCES, describe_flag, open_source, source_flags
 from seg_models.exceptions import SpecError
 
 SOURCE_FLAGS = {
@@ -69,7 +69,7 @@ def test_a_flag_for_another_source_is_refused(source, root, flag, value, message
 def no_cluster(monkeypatch):
     def trap(*args, **kwargs):
         raise AssertionError("the cluster was reached before the flags were checked")
-    monkeypatch.setattr("cluster.cli_data.endpoints_of", trap)
+    monkeypatch.setattr("cluster.cli.data.endpoints_of", trap)
 
 
 def test_prepare_help_lists_every_flag(no_cluster):

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from cluster.cli import app
 from cluster.connect import Endpoints
-from jobs import driver, keys
+from jobs.lifecycle import driver
+from jobs import keys
 from jobs.deployment import Deployment
 from jobs.exceptions import ClusterError
 from jobs.records import JobRecord
@@ -36,9 +37,9 @@ def fake_cluster(redis_url, monkeypatch, tmp_path):
     for name in [name for name in os.environ if name.startswith("SEGQ_")]:
         monkeypatch.delenv(name)
     endpoints = Endpoints(redis_url=redis_url, dashboard_url="http://127.0.0.1:1", gcs_address="127.0.0.1:2")
-    monkeypatch.setattr("cluster.cli_context.resolve", lambda settings, **kwargs: endpoints)
+    monkeypatch.setattr("cluster.cli.context.resolve", lambda settings, **kwargs: endpoints)
     jobs = SubmittingJobs("FAILED")  # the driver is dead before the wait begins
-    monkeypatch.setattr("cluster.cli_submit.jobs_client", lambda url: jobs)
+    monkeypatch.setattr("cluster.cli.submit.jobs_client", lambda url: jobs)
     expansions = []
     original = SweepSpec.trials
     monkeypatch.setattr(SweepSpec, "trials", lambda self: expansions.append(1) or original(self))
@@ -74,7 +75,7 @@ def test_submit_wait_expands_once_and_records_the_resolved_trials(fake_cluster, 
     assert record.status.value == "failed" and record.error == reason
 
     [submitted] = jobs.submitted
-    assert submitted["entrypoint"] == f"{sys.executable} -m jobs.driver {job_id}"
+    assert submitted["entrypoint"] == f"{sys.executable} -m jobs.lifecycle.driver {job_id}"
     assert submitted["runtime_env"]["env_vars"] == Deployment(
         redis_url=redis_url, storage=str(home.resolve() / "storage"), embedded=True).to_env()
 
@@ -98,7 +99,7 @@ def test_the_driver_runs_the_records_trials_as_they_are(monkeypatch):
 def test_run_trials_gives_each_tune_trial_its_trial_context_and_resources(monkeypatch):
     from ray import tune
 
-    from jobs.sweep import run_trials
+    from jobs.execution.sweep import run_trials
 
     captured = {}
 
@@ -114,7 +115,8 @@ def test_run_trials_gives_each_tune_trial_its_trial_context_and_resources(monkey
     resources = Resources(cpus_per_worker=1)
     target = Target(metric="train_loss", mode="min")
     deployment = Deployment(redis_url="redis://r:1/0", storage="/storage", embedded=False)
-    assert run_trials("sweep-y", "/data", trials, resources, target, deployment) == []
+    spec = SweepSpec(data="/data", archs=["unet"])
+    assert run_trials("sweep-y", "/data", trials, resources, target, deployment, spec) == []
     space = captured["param_space"]
     assert space["trial"] == tune.grid_search([trials[0].model_dump()])
     assert space["context"] == TrialContext(job_id="sweep-y", data="/data", storage="/storage",
@@ -139,7 +141,7 @@ def test_deployment_travels_through_the_environment():
 
 def test_jobs_show_lists_the_resolved_trials(fake_cluster, dataset, monkeypatch):
     jobs, expansions, home = fake_cluster
-    monkeypatch.setattr("cluster.cli_jobs.try_jobs_client", lambda url: jobs)
+    monkeypatch.setattr("cluster.cli.jobs.try_jobs_client", lambda url: jobs)
     submitted = CliRunner().invoke(app, ["--home", str(home), "submit", "sweep", "--data", str(dataset),
                                          "--arch", "unet,fcn", "--lr", "1e-3,3e-3", "--epochs", "2"])
     assert submitted.exit_code == 0, submitted.output

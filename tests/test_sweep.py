@@ -134,8 +134,8 @@ def test_predict_writes_masks_and_overlays(segq_env, finished_sweep, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from jobs.sources.synthetic import PALETTE, render_sample
-    from jobs.inference import load_trained_model, predict_classes
+    from jobs.preparation.sources.synthetic import PALETTE, render_sample
+    from jobs.checkpoints.inference import load_trained_model, predict_classes
 
     job_id, _ = finished_sweep
     checkpoint = best_checkpoint(segq_env, job_id)
@@ -161,7 +161,7 @@ def test_predict_writes_masks_and_overlays(segq_env, finished_sweep, tmp_path):
 def test_export_gives_the_same_logits(segq_env, finished_sweep, tmp_path, format):
     import torch
 
-    from jobs.inference import load_trained_model
+    from jobs.checkpoints.inference import load_trained_model
 
     job_id, _ = finished_sweep
     checkpoint = best_checkpoint(segq_env, job_id)

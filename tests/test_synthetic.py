@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jobs.sources.synthetic import CLASS_NAMES, DIFFICULTIES, PALETTE, render_sample, synthetic_dataset
+from jobs.preparation.sources.synthetic import CLASS_NAMES, DIFFICULTIES, PALETTE, render_sample, synthetic_dataset
 from workers.exceptions import DataError
 
 NUM_CLASSES = len(CLASS_NAMES)

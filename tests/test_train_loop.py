@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from jobs.inference import load_trained_model
-from jobs.sweep import best_checkpoint_path, checkpoint_config
-from jobs.tuning import CheckpointRetention, with_best_checkpoint
+from jobs.checkpoints.inference import load_trained_model
+from jobs.execution.sweep import best_checkpoint_path, checkpoint_config
+from jobs.execution.tuning import CheckpointRetention, with_best_checkpoint
 from seg_models.metrics import SCORE_NAMES
 from workers.checkpointing import (CHECKPOINT_FILE, RETENTION_SCORE, BestWeights, checkpoint_state, load_checkpoint,
                                    save_checkpoint)
@@ -220,7 +220,7 @@ def test_a_saliency_iteration_in_one_process(dataset_dir):
 
 
 def test_evaluation_needs_no_ray():
-    code = "import sys; sys.modules['ray'] = None; import workers.evaluation, jobs.evaluate; print('ok')"
+    code = "import sys; sys.modules['ray'] = None; import workers.evaluation, jobs.checkpoints.evaluate; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).parent.parent)
     assert result.stdout.strip() == "ok", result.stderr

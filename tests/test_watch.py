@@ -1,5 +1,5 @@
 """`segq watch JOB`: a live table from Redis until the job record's status is final, or until Ray
-says the job's driver died (the one follow loop, jobs.follow, shared with `submit --wait`)."""
+says the job's driver died (the one follow loop, jobs.lifecycle.follow, shared with `submit --wait`)."""
 import os
 import subprocess
 import threading
@@ -9,7 +9,8 @@ from types import SimpleNamespace
 from typer.testing import CliRunner
 
 from cluster.cli import app
-from jobs.follow import best_so_far, finished_trials, follow
+from jobs.lifecycle.follow import follow
+from jobs.results.progress import best_so_far, finished_trials
 from jobs.records import JobRecord, JobStatus, set_status
 from tests.conftest import SEGQ
 from tests.test_aggregator import publish_trial
@@ -95,7 +96,7 @@ def running(client, job_id):
 def test_watch_ends_when_ray_says_the_driver_died(redis_url, redis_client, monkeypatch, tmp_path):
     running(redis_client, "sweep-dead")
     jobs = FakeJobs("FAILED")
-    monkeypatch.setattr("cluster.cli_watch.following_jobs_client", lambda ctx: jobs)
+    monkeypatch.setattr("cluster.cli.watch.following_jobs_client", lambda ctx: jobs)
     result = CliRunner().invoke(app, ["--home", str(tmp_path), "--redis-url", redis_url, "watch", "sweep-dead"])
     reason = "the job's driver ended (Ray status FAILED); see `segq jobs logs sweep-dead`"
     assert result.exit_code == 1, result.output

@@ -8,8 +8,7 @@ the same way.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 
 from workers import storage
 from workers.exceptions import CheckpointError
+from workers.files import atomic_path
 from workers.trial_spec import TrialContext, TrialSpec
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -72,14 +72,8 @@ def scoring_setup(world_size: int, batch_size: int) -> dict:
 def save_checkpoint(directory: Path, state: dict) -> Path:
     """Written under a temporary name, then renamed: a reader never sees half a checkpoint."""
     path = Path(directory) / CHECKPOINT_FILE
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{CHECKPOINT_FILE}.", suffix=".tmp", dir=directory)
-    os.close(descriptor)
-    try:
+    with atomic_path(path) as temporary:
         torch.save(state, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -110,7 +104,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     else:
         file = source = checkpoint_file(path)
     try:
-        state = torch.load(source, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning: the error below says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for a bad file
         raise CheckpointError(f"{file}: {why_unloadable(error)}; use a checkpoint.pt that a segq trial wrote") from None
     if not isinstance(state, dict) or "model" not in state or "trial" not in state:

@@ -1,5 +1,5 @@
-"""The event contract between a trial's rank 0 (workers.publisher), the aggregator (jobs.aggregator)
-and the summary (jobs.summary).
+"""The event contract between a trial's rank 0 (workers.publisher), the aggregator (jobs.results.aggregator)
+and the summary (jobs.results.summary).
 
 Events travel as JSON in the `data` field of a job's Redis stream, tagged by `type`. Each event
 that carries numbers is keyed by (trial, iteration, epoch, split), so a replay after a restart
@@ -90,7 +90,8 @@ class TrialEvent(Contract):
     rung: int | None = None  # the epoch of the rung (or bracket step) it was stopped at
     stopped_at_epoch: int | None = None
     ranks: list[dict[str, Any]] | None = None  # rank, node, node_id, pid, host of each rank of the latest attempt
-    attempt_started: float | None = None  # a worker group started: one attempt of the trial (see jobs.aggregator)
+    # a worker group started: one attempt of the trial (see jobs.results.aggregator)
+    attempt_started: float | None = None
     dropped_events: int | None = None  # metric events the publisher's full buffer dropped
     process_rss_mb: float | None = None  # the trial process's resident memory as the trial ended
 

@@ -14,8 +14,6 @@ once stays removed.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,29 @@ import pyarrow as pa
 import torch
 from PIL import Image, ImageFilter
 
+from seg_models.exceptions import SpecError
+from workers.files import atomic_path, write_atomically
+
 KEEP_MASK_DIR = "keep_masks"
+
+
+def resolve_background_classes(given: list[int] | None, manifest: dict, data: str) -> list[int]:
+    """The background classes a saliency trial ranks against: the spec's, else the dataset's (its
+    manifest's), each one of the dataset's classes; never a silent class 0. The one rule, applied
+    at submission (jobs.spec) and again by the trial itself."""
+    classes = given
+    if classes is None:
+        classes = manifest.get("background_classes") or []
+        if not classes:
+            raise SpecError(f"background_classes: {data} has no background class "
+                            f"({manifest.get('source')} {manifest.get('label_mode') or ''}".rstrip()
+                            + "); set background_classes in the spec to the class ids that are not "
+                              "foreground, e.g. background_classes: [0]")
+    outside = [c for c in classes if not 0 <= c < manifest["num_classes"]]
+    if outside:
+        raise SpecError(f"background_classes: class {outside[0]} is not one of the dataset's "
+                        f"{manifest['num_classes']} classes (0..{manifest['num_classes'] - 1})")
+    return classes
 
 
 def foreground_log_odds(logits: torch.Tensor, background_classes: list[int]) -> torch.Tensor:
@@ -89,12 +109,9 @@ def write_rank_masks(directory: Path, rank: int, rows: np.ndarray, keeps: np.nda
         "keep": pa.array([bits.tobytes() for bits in packed], pa.binary()),
     })
     target = directory / f"keep-rank-{rank:03d}.arrow"
-    descriptor, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    os.close(descriptor)
-    with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
+    with atomic_path(target) as temporary:
+        with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
 
 
 class KeepMasks:
@@ -144,11 +161,7 @@ def apply_fill(image: np.ndarray, keep: np.ndarray, fill: str, mean_rgb: np.ndar
 
 
 def write_meta(directory: Path, meta: dict) -> None:
-    descriptor, tmp = tempfile.mkstemp(prefix=".meta.", suffix=".tmp", dir=directory)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(meta, handle, indent=2)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, directory / "meta.json")
+    write_atomically(directory / "meta.json", json.dumps(meta, indent=2))
 
 
 def read_meta(directory: Path) -> dict | None:

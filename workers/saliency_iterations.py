@@ -15,12 +15,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from seg_models.exceptions import SpecError
 from seg_models.registry import build_model
 from workers.checkpointing import BestWeights, checkpoint_state, save_checkpoint, scoring_setup
 from workers.data import copy_rows, to_model_input
 from workers.saliency import (KeepMasks, foreground_log_odds, iteration_dir, random_relevance, read_meta,
-                              select_keep, tie_keys, write_meta, write_rank_masks)
+                              resolve_background_classes, select_keep, tie_keys, write_meta, write_rank_masks)
 from workers.samples import write_sample_grid
 from workers.seeding import reinit_seed
 from workers.shards import rank_indices
@@ -127,14 +126,8 @@ def pixel_relevance(run: TrialRun, iteration: int, rows: list[int], images: torc
 
 
 def background_classes(run: TrialRun) -> list[int]:
-    """The trial's (resolved at submission), else the dataset's; never a silent class 0."""
-    classes = run.trial.saliency.background_classes
-    if classes is None:
-        classes = run.manifest.get("background_classes") or []
-    if not classes:
-        raise SpecError(f"background_classes: {run.context.data} has no background class; set "
-                        "background_classes in the spec to the class ids that are not foreground")
-    return classes
+    """The trial's (resolved at submission), else the dataset's (workers.saliency's one rule)."""
+    return resolve_background_classes(run.trial.saliency.background_classes, run.manifest, run.context.data)
 
 
 def kept_pixels(keep_masks: KeepMasks | None, rows: list[int], pixels: int, device: torch.device) -> torch.Tensor:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from workers.exceptions import DataError
+from workers.files import atomic_path, write_atomically
 
 FORMAT_NAME = "segq-shards"
 FORMAT_VERSION = 1
@@ -64,30 +63,16 @@ def write_shard(path: Path, keys: list[str], images: np.ndarray, masks: np.ndarr
         columns["mask"] = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(masks))
     table = pa.table(columns, schema=shard_schema(height, width, masks is not None))
     options = pa.ipc.IpcWriteOptions(compression=None if compression == "none" else compression)
-    descriptor, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(descriptor)
-    tmp = Path(tmp_name)
-    try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=options) as writer:
+    with atomic_path(path, SHARED_FILE_MODE) as temporary:  # shards are read by other users' workers
+        with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=options) as writer:
             writer.write_table(table)
-        digest = sha256_file(tmp)
-        os.chmod(tmp, SHARED_FILE_MODE)  # mkstemp makes 0600; shards are read by other users' workers
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        digest = sha256_file(temporary)
     return {"file": path.name, "rows": len(keys), "sha256": digest}
 
 
 def write_manifest(root: Path, manifest: dict) -> None:
     """Atomically: a reader sees either no manifest or a complete one."""
-    descriptor, tmp_name = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=root)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(manifest, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp_name, SHARED_FILE_MODE)
-    os.replace(tmp_name, root / MANIFEST)
+    write_atomically(root / MANIFEST, json.dumps(manifest, indent=2), SHARED_FILE_MODE)
 
 
 def read_manifest(root: str | Path) -> dict:

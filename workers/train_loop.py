@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -29,7 +28,7 @@ from workers.trial_spec import StartFrom, TrialContext, TrialSpec
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """A Ray Train worker's loop function (jobs.sweep.trainer_for)."""
+    """A Ray Train worker's loop function (jobs.execution.sweep.trainer_for)."""
     start_from = StartFrom.model_validate(config["start_from"]) if config.get("start_from") else None
     train_trial(TrialSpec.model_validate(config["trial"]), TrialContext.model_validate(config["context"]),
                 RayTrainChannel(config.get("decisions")), start_from)
@@ -183,7 +182,7 @@ def train_one_epoch(run: TrialRun, state: IterationState, epoch: int) -> dict:
     run.model.train()
     totals = torch.zeros(2, dtype=torch.float64, device=run.device)  # (sum of loss x images, images)
     normalize = state.train_data.normalize
-    for images, masks in epoch_loader(run, state, epoch):
+    for images, masks in state.loader.epoch(epoch):  # this rank's rows, augmented as the epoch draws them
         loss = training_loss(run, to_model_input(images, normalize, run.device, run.memory_format),
                              to_model_target(masks, run.device))
         state.optimizer.zero_grad(set_to_none=True)
@@ -214,11 +213,6 @@ def iteration_loader(run: TrialRun, train_data: SplitDataset, iteration: int) ->
     return make_loader(train_data, rows, train.batch_size, training=True,
                        seed=loader_seed(train.seed, run.rank, iteration, 0), workers=train.loader_workers,
                        pin_memory=run.pin_memory)
-
-
-def epoch_loader(run: TrialRun, state: IterationState, epoch: int) -> Iterator:
-    """This rank's rows of the epoch, in the epoch's order, augmented as the epoch draws them."""
-    return state.loader.epoch(epoch)
 
 
 def training_loss(run: TrialRun, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

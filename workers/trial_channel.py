@@ -2,7 +2,7 @@
 
 A trial trains in one of two places: in the processes of a Ray Train worker group (DDP over two or
 more workers, or one worker when a spec asks for Ray Train's worker restarts), or in its own Tune
-trial (one worker, no new process; jobs.tuning.InTrialChannel). The train loop (workers.train_loop)
+trial (one worker, no new process; jobs.execution.tuning.InTrialChannel). The train loop (workers.train_loop)
 is the same for both; what differs sits behind this interface:
 
     rank, world_size, device   where this process trains

@@ -40,7 +40,7 @@ class TrainParams(Strict):
 
 
 class SaliencyParams(Strict):
-    """How a saliency trial reduces its training images between iterations (SPEC section 5)."""
+    """How a saliency trial reduces its training images between iterations  (see workers.saliency)."""
 
     iterations: int = Field(7, ge=1, le=50)
     keep_percent: float = Field(90.0, gt=0, lt=100)
