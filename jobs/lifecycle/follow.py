@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import redis
 
+from jobs import keys
 from jobs.lifecycle.submit import ray_job_status, reconcile_status
 from jobs.records import JobRecord, JobStatus
 from jobs.results.progress import Snapshot, take_snapshot
@@ -83,10 +84,23 @@ def follow(client: redis.Redis, job_id: str, display: Display, jobs: "JobSubmiss
         snapshot = driver.check(snapshot)
         display.show(snapshot)
         while not snapshot.record.status.is_final:
-            time.sleep(interval)
+            pause(client, job_id, interval)
             snapshot = driver.check(refresh(client, job_id, snapshot))
             display.show(snapshot)
     return snapshot
+
+
+def pause(client: redis.Redis, job_id: str, seconds: float, step: float = 0.1) -> None:
+    """Up to `seconds` between two refreshes, cut short once the job's record is final: a job that
+    ends is shown (and `--wait` returns) within `step`, not within a whole refresh interval."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(step, left))
+        try:
+            if JobStatus(client.hget(keys.job(job_id), "status") or "queued").is_final:
+                return
+        except (redis.exceptions.RedisError, ValueError):
+            pass  # Redis away: the refresh after the pause says so
 
 
 def outcome(record: JobRecord) -> str | None:

@@ -84,7 +84,7 @@ def positions(client: redis.Redis) -> dict[str, int]:
     return {job_id: index + 1 for index, job_id in enumerate(client.zrange(keys.queue_waiting(), 0, -1))}
 
 
-def wait_for_turn(client: redis.Redis, job_id: str, max_running: int, still_wanted, poll_s: float = 1.0) -> bool:
+def wait_for_turn(client: redis.Redis, job_id: str, max_running: int, still_wanted, poll_s: float = 0.25) -> bool:
     """Block until the job holds a slot (True), or `still_wanted()` says it was cancelled (False)."""
     while not try_admit(client, job_id, max_running):
         if not still_wanted():
