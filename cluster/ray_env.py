@@ -15,9 +15,9 @@ from jobs.deployment import RAY_TOKEN_AUTH as TOKEN_AUTH
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
-def ray_env(loopback: bool = True) -> dict[str, str]:
+def ray_env() -> dict[str, str]:
     """The environment for a Ray process of the embedded default (its head, a worker node)."""
-    return {"RAY_USAGE_STATS_ENABLED": "0", **os.environ, **TOKEN_AUTH, **(LOOPBACK if loopback else {})}
+    return {"RAY_USAGE_STATS_ENABLED": "0", **os.environ, **TOKEN_AUTH, **LOOPBACK}
 
 
 def use_ray_env(loopback: bool) -> None:
