@@ -64,13 +64,13 @@ def start_redis(home: Path, taken: set[int]) -> dict:
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port(PREFERRED_REDIS_PORT, taken)
     password_file = secrets.redis_password_file(home)
-    log = open(home / "logs" / "redis.log", "ab")
-    process = subprocess.Popen(
-        [binary, str(secrets.redis_secret_config(home, password_file)), "--port", str(port),
-         "--bind", "127.0.0.1", "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
-         "--save", "", "--protected-mode", "yes"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    with open(home / "logs" / "redis.log", "ab") as log:  # the server keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [binary, str(secrets.redis_secret_config(home, password_file)), "--port", str(port),
+             "--bind", "127.0.0.1", "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
+             "--save", "", "--protected-mode", "yes"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     try:
         wait_for_port(port, 20, "redis-server", process.pid)
     except ClusterError:
@@ -88,9 +88,9 @@ def ray_temp_dir(home: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"segq-ray-{digest}"
 
 
-def start_ray(home: Path, taken: set[int], num_cpus: int | None, resources: dict | None = None) -> dict:
-    ensure_auth_token()
-    ports = {
+def head_ports(taken: set[int]) -> dict[str, int]:
+    """Free ports for every server of the Ray head (the preferred ones when they are free)."""
+    return {
         "gcs": free_port(PREFERRED_GCS_PORT, taken),
         "dashboard": free_port(PREFERRED_DASHBOARD_PORT, taken),
         "client_server": free_port(None, taken),
@@ -103,14 +103,11 @@ def start_ray(home: Path, taken: set[int], num_cpus: int | None, resources: dict
         "dashboard_metrics": free_port(None, taken),
         "autoscaler_metrics": free_port(None, taken),
     }
-    temp_dir = ray_temp_dir(home)
-    try:
-        temp_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ClusterError(f"cannot create Ray's temp dir {temp_dir}: {error.strerror or error}") from None
-    ray_cli = Path(sys.executable).with_name("ray")
-    command = [
-        str(ray_cli), "start", "--head", "--block", "--disable-usage-stats",
+
+
+def head_command(ports: dict[str, int], temp_dir: Path, num_cpus: int | None, resources: dict | None) -> list[str]:
+    return [
+        str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--disable-usage-stats",
         "--node-ip-address", "127.0.0.1",
         "--port", str(ports["gcs"]),
         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(ports["dashboard"]),
@@ -123,12 +120,22 @@ def start_ray(home: Path, taken: set[int], num_cpus: int | None, resources: dict
         "--num-cpus", str(num_cpus or os.cpu_count() or 1),
         *(["--resources", json.dumps(resources)] if resources else []),
     ]
-    log = open(home / "logs" / "ray.log", "ab")
-    # One new session: every Ray process of this head shares the process group we record.
+
+
+def start_ray(home: Path, taken: set[int], num_cpus: int | None, resources: dict | None = None) -> dict:
+    ensure_auth_token()
+    ports = head_ports(taken)
+    temp_dir = ray_temp_dir(home)
+    try:
+        temp_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ClusterError(f"cannot create Ray's temp dir {temp_dir}: {error.strerror or error}") from None
     env = {**ray_env(), "DASHBOARD_METRIC_PORT": str(ports["dashboard_metrics"]),
            "AUTOSCALER_METRIC_PORT": str(ports["autoscaler_metrics"])}
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True, cwd=str(home))
+    # One new session: every Ray process of this head shares the process group we record.
+    with open(home / "logs" / "ray.log", "ab") as log:
+        process = subprocess.Popen(head_command(ports, temp_dir, num_cpus, resources), stdout=log,
+                                   stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=str(home))
     try:
         wait_for_port(ports["dashboard"], 120, "the Ray head (dashboard)", process.pid)
         wait_for_jobs_api(f"http://127.0.0.1:{ports['dashboard']}", 120, process.pid)
@@ -136,12 +143,8 @@ def start_ray(home: Path, taken: set[int], num_cpus: int | None, resources: dict
         stop_session(process.pid, grace=5)
         raise ClusterError(f"the Ray head did not start; see {home / 'logs' / 'ray.log'} "
                            f"and the session logs in {temp_dir}") from None
-    return {
-        "pid": process.pid,
-        "ports": ports,
-        "address": f"127.0.0.1:{ports['gcs']}",
-        "dashboard_url": f"http://127.0.0.1:{ports['dashboard']}",
-    }
+    return {"pid": process.pid, "ports": ports, "address": f"127.0.0.1:{ports['gcs']}",
+            "dashboard_url": f"http://127.0.0.1:{ports['dashboard']}"}
 
 
 def wait_for_jobs_api(url: str, timeout: float, pid: int) -> None:
