@@ -65,9 +65,8 @@ train: {{epochs: 2, batch_size: 2, augment: basic, seed: 11, lr: 0.01}}
 resources: {{workers_per_trial: 2, cpus_per_worker: 0.5}}
 """)
     # Both at once: the two jobs' trials also share the cluster differently from run to run.
-    env = {**segq_env, "SEGQ_MAX_RUNNING_JOBS": "2"}
     with ThreadPoolExecutor(2) as pool:
-        first, second = pool.map(lambda _: curves(submit_sweep(env, spec)), range(2))
+        first, second = pool.map(lambda _: curves(submit_sweep(segq_env, spec)), range(2))
     assert len(first) == 1 and first.keys() == second.keys()
     for trial, (losses, mious) in first.items():
         again_losses, again_mious = second[trial]
