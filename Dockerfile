@@ -23,5 +23,5 @@ COPY cluster ./cluster
 COPY jobs ./jobs
 COPY workers ./workers
 COPY seg_models ./seg_models
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ".[mlflow]"
 ENV RAY_AUTH_MODE=token RAY_USAGE_STATS_ENABLED=0

@@ -11,11 +11,13 @@ STAMP := $(VENV)/.installed
 # Everything a fresh machine needs: system packages, the venv, segq itself. Idempotent.
 setup: system-packages $(STAMP)
 
-# As root, from apt: redis-server for the embedded default, chromium for the report tests.
+# As root, from apt: redis-server for the embedded default, chromium for the report tests,
+# prometheus for the metrics test (it scrapes the local cluster's endpoints).
 system-packages:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing (apt)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -88,6 +88,12 @@ def ray_temp_dir(home: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"segq-ray-{digest}"
 
 
+def prometheus_config(home: Path) -> Path:
+    """The Prometheus configuration Ray writes for the embedded default's session: it discovers
+    every node's metrics endpoint."""
+    return ray_temp_dir(home) / "session_latest" / "metrics" / "prometheus" / "prometheus.yml"
+
+
 def head_ports(taken: set[int]) -> dict[str, int]:
     """Free ports for every server of the Ray head (the preferred ones when they are free)."""
     return {

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     cluster_redis_url: str | None = Field(
         None, description="Redis URL as the cluster's nodes reach it, when it differs (docker compose)"
     )
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI for jobs whose spec names none")
     max_running_jobs: int = Field(1, ge=1, description="jobs of the queue that run at once; a job submitted "
                                                        "with this setting waits while that many run")
 

@@ -3,8 +3,11 @@
 segq:jobs                                  zset   job id -> created (unix time)
 segq:job:{job}                             hash   the job record (jobs.records.JobRecord): id, kind,
                                                   status, spec (JSON), trials (JSON list of the
-                                                  resolved TrialSpecs), Ray submission, times, error
-segq:job:{job}:events                      stream metric and trial events (JSON in field `data`)
+                                                  resolved TrialSpecs), Ray submission, times, error,
+                                                  tensorboard_dir (where the driver writes TensorBoard runs)
+segq:job:{job}:events                      stream metric and trial events (JSON in field `data`); read by
+                                                  the consumer groups `aggregator` and `exports` (the
+                                                  driver's TensorBoard, MLflow and Ray metrics exports)
 segq:job:{job}:trials                      set    trial names seen in the events
 segq:job:{job}:trial:{trial}               hash   trial facts: status, arch, params, num_params, ...;
                                                   fact_ids: fact -> stream id that set it; ranks: each
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 PREFIX = "segq"
 AGGREGATOR_GROUP = "aggregator"
+EXPORTS_GROUP = "exports"
 BEST_SPLIT = "best"
 SALIENCY_SPLIT = "saliency"
 PERTURBATION_SPLIT = "perturbation"

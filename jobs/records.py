@@ -47,6 +47,7 @@ class JobRecord:
     priority: int = 0  # higher runs first (jobs.lifecycle.queue)
     max_running_jobs: int = 1  # the job waits while this many jobs run on the cluster
     attempts: list[dict] = field(default_factory=list)  # each run of the driver: start, end, kind, reason
+    tensorboard_dir: str = ""  # where its driver writes the trials' TensorBoard runs ("" : none yet)
 
     @property
     def target(self) -> Target:
@@ -70,6 +71,7 @@ class JobRecord:
             "priority": str(self.priority),
             "max_running_jobs": str(self.max_running_jobs),
             "attempts": json.dumps(self.attempts),
+            "tensorboard_dir": self.tensorboard_dir,
         }
 
     @classmethod
@@ -90,6 +92,7 @@ class JobRecord:
             priority=int(data.get("priority") or 0),
             max_running_jobs=int(data.get("max_running_jobs") or 1),
             attempts=json.loads(data.get("attempts") or "[]"),
+            tensorboard_dir=data.get("tensorboard_dir", ""),
         )
 
     def save(self, client: redis.Redis, pipeline=None) -> None:

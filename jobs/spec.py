@@ -80,6 +80,28 @@ class Resources(Strict):
         return f"each trial trains through Ray Train ({self.workers_per_trial} worker(s) of their own)"
 
 
+MLFLOW_SCHEMES = ("http", "https", "file", "databricks")
+
+
+class Tracking(Strict):
+    """Where a job's numbers go besides Redis (jobs.results.exports)."""
+
+    tensorboard: bool = Field(True, description="TensorBoard event files per trial in the job's storage "
+                                                "(`segq tensorboard JOB` names the folder)")
+    mlflow: str | None = Field(None, description="MLflow tracking URI (http://host:5000): each trial an MLflow run "
+                                                 "in an experiment named after the job")
+    mlflow_checkpoints: bool = Field(False, description="also upload each trial's best checkpoint to MLflow, as "
+                                                        "an artifact of its run")
+
+    @field_validator("mlflow")
+    @classmethod
+    def tracking_uri(cls, uri: str | None) -> str | None:
+        if uri is not None and uri.partition(":")[0] not in MLFLOW_SCHEMES:
+            raise ValueError(f"{uri!r} is not an MLflow tracking URI; use http(s)://HOST:PORT, file:///PATH or "
+                             "databricks")
+        return uri
+
+
 # What PBT may mutate: a trial that takes over another's checkpoint keeps that trial's model,
 # optimizer state and schedule, and writes these into them (workers.optim.apply_hyperparameters)
 # or into its next loader; any other train field would not fit the checkpoint it takes over.
@@ -244,6 +266,7 @@ class JobSpec(Strict):
     models: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-architecture options")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainParams; values may be search spaces")
     resources: Resources = Field(default_factory=Resources)
+    tracking: Tracking = Field(default_factory=Tracking)
     search: Literal["grid", "random", "optuna"] = Field(
         "grid", description="grid: the full grid, `samples` times; random: `samples` independent draws of "
                             "every field; optuna: `samples` trials suggested by Optuna's TPE as results come in")

@@ -73,6 +73,9 @@ def segq_env(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGQ_")}
     env["SEGQ_HOME"] = str(home)
     env.update(S3_CREDENTIALS)
+    # Ray's processes send their metrics to their node's endpoint every 2 s (10 s by default), so
+    # a real Prometheus sees a short test job's series while it runs (tests/test_tracking.py).
+    env["RAY_metrics_report_interval_ms"] = "2000"
     run_segq("up", env=env, check=True, timeout=300)
     yield env
     run_segq("down", env=env, timeout=120)

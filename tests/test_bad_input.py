@@ -66,6 +66,8 @@ CASES = [
     Case("spec value out of range", (*SWEEP, "{specs}/out_of_range.yaml", *DRY), ("workers_per_trial",)),
     Case("flag value out of range", (*SWEEP, "--data", "{data}", "--arch", "unet", "--lr", "-0.1", *DRY),
          ("train.lr", "greater than 0")),
+    Case("not an MLflow tracking URI", (*SWEEP, "--data", "{data}", "--arch", "unet", "--mlflow", "localhost:5000",
+                                         *DRY), ("tracking.mlflow", "localhost:5000", "http(s)://")),
     Case("spec empty grid", (*SWEEP, "{specs}/empty_grid.yaml", *DRY), ("lr",)),
     Case("spec empty choice", (*SWEEP, "{specs}/empty_choice.yaml", *DRY), ("batch_size",)),
     Case("unknown architecture", (*SWEEP, "--data", "{data}", "--arch", "nonet", *DRY), ("nonet", "unet")),

@@ -3,6 +3,7 @@ import json
 import pytest
 import redis
 
+from jobs.deployment import Deployment
 from jobs.exceptions import NoSuchJob
 from jobs import keys
 from jobs.lifecycle.driver import set_final_status, start_running
@@ -19,7 +20,7 @@ def test_record_hash_schema(redis_client):
     stored = redis_client.hgetall("segq:job:sweep-1")
     assert set(stored) == {"id", "kind", "spec", "trials", "status", "name", "ray_submission_id", "dashboard_url",
                            "error", "created_at", "started_at", "ended_at", "priority", "max_running_jobs",
-                           "attempts"}
+                           "attempts", "tensorboard_dir"}
     assert stored["status"] == "queued" and json.loads(stored["spec"]) == {"archs": ["unet"]}
     assert json.loads(stored["trials"]) == TRIALS
     assert redis_client.zscore("segq:jobs", "sweep-1") == pytest.approx(record.created_at)
@@ -90,7 +91,9 @@ class CancelLandsAfterTheRead(redis.Redis):
 
 
 @pytest.mark.parametrize("status, change", [
-    (JobStatus.QUEUED, lambda client, job_id: start_running(client, job_id)),
+    (JobStatus.QUEUED, lambda client, job_id: start_running(client, JobRecord.load(client, job_id),
+                                                            Deployment(redis_url="", storage="/tmp/segq-storage",
+                                                                       embedded=True))),
     (JobStatus.RUNNING, lambda client, job_id: set_final_status(client, job_id, JobStatus.FINISHED)),
     (JobStatus.RUNNING, lambda client, job_id: set_final_status(client, job_id, JobStatus.FAILED, error="boom")),
 ])

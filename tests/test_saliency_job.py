@@ -12,6 +12,7 @@ import redis
 
 from jobs import keys
 from workers.redis_client import open_redis
+from tests.tracking_checks import tensorboard_scalars
 from tests.conftest import SEGQ, run_segq, wait_until
 
 pytestmark = pytest.mark.ray
@@ -104,6 +105,19 @@ def test_one_row_per_iteration_with_compounding_kept_fraction(saliency_job):
             for split in ("val", "test"):
                 assert 0 <= row[split]["miou"] <= 1 and 0 <= row[split]["mdice"] <= 1
             assert Path(row["samples"]).exists() and Path(row["best_checkpoint"]).exists()
+
+
+def test_tensorboard_has_a_run_per_iteration_with_the_rows_numbers(saliency_job):
+    """Through the workers' kill inside iteration 2: the replayed epoch is in its run once."""
+    from jobs.records import JobRecord
+
+    logdir = Path(JobRecord.load(saliency_job.client, saliency_job.job_id).tensorboard_dir)
+    for row in saliency_job.rows:
+        run = logdir / row["trial"] / f"iteration-{row['iteration']}"
+        val_miou = tensorboard_scalars(run, "val/miou")
+        assert [step for step, _ in val_miou] == list(range(1, EPOCHS + 1))
+        assert [value for _, value in val_miou] == pytest.approx(row["val_miou_curve"], abs=1e-6)
+        assert tensorboard_scalars(run, "saliency/kept_fraction")[0][1] == pytest.approx(row["kept_fraction"])
 
 
 def test_controls_run_beside_the_saliency_trial(saliency_job):

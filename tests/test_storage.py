@@ -98,6 +98,12 @@ def test_a_sweep_on_s3_keeps_its_best_checkpoints_there(segq_env, s3_sweep):
         assert row["best_checkpoint"].endswith(root.split("?")[1])  # it carries the endpoint to reach it
         assert storage.exists(storage.join(row["best_checkpoint"], "checkpoint.pt"))
     assert not list(Path(segq_env["SEGQ_HOME"]).glob(f"storage/*/{job_id}*"))  # nothing went to the local default
+    # The TensorBoard runs, written on the driver's node, were uploaded as each trial ended.
+    runs = storage.list_dirs(storage.join(root, "tensorboard", job_id))
+    assert sorted(run.split("?")[0].rsplit("/", 1)[1] for run in runs) == sorted(row["trial"] for row in rows)
+    filesystem, path = storage.resolve(runs[0])
+    assert any(info.base_name.startswith("events.out.tfevents") and info.size > 0
+               for info in filesystem.get_file_info(pafs.FileSelector(path)))
 
 
 @pytest.mark.ray

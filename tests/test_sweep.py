@@ -10,6 +10,7 @@ import redis
 from jobs import keys
 from workers.redis_client import open_redis
 from tests.conftest import run_segq
+from tests.tracking_checks import tensorboard_scalars
 
 pytestmark = pytest.mark.ray
 EPOCHS = 3
@@ -49,6 +50,22 @@ def test_summary_json_is_complete(segq_env, finished_sweep):
         assert row["best_checkpoint"] and row["cost"]["device_hours"] > 0
         # The loss goes down.
         assert row["train_loss"][-1] < row["train_loss"][0]
+
+
+def test_each_trial_has_a_tensorboard_run_with_its_summary_numbers(segq_env, finished_sweep):
+    """The DDP path's runs (tests/test_tracking.py checks the in-trial path's, and MLflow's)."""
+    from jobs.records import JobRecord
+    from jobs.results.summary import trial_rows
+
+    job_id, _ = finished_sweep
+    client, _ = redis_of(segq_env)
+    logdir = Path(JobRecord.load(client, job_id).tensorboard_dir)
+    for row in trial_rows(client, job_id):
+        val_miou = tensorboard_scalars(logdir / row["trial"], "val/miou")
+        assert [step for step, _ in val_miou] == list(range(1, EPOCHS + 1))
+        assert [value for _, value in val_miou] == pytest.approx(row["val_miou_curve"], abs=1e-6)
+        train_loss = [value for _, value in tensorboard_scalars(logdir / row["trial"], "train/loss")]
+        assert train_loss == pytest.approx(row["train_loss"], abs=1e-6)
 
 
 def test_metric_events_land_in_redis(segq_env, finished_sweep):

@@ -18,6 +18,7 @@ from cluster.cli.jobs import jobs_app
 from cluster.cli.models import models_app
 from cluster.cli.submit import submit_app
 from cluster.cli.summary import summary_app
+from cluster.cli.tensorboard import tensorboard_app
 from cluster.cli.watch import watch_app
 from cluster.settings import Settings
 from seg_models.exceptions import SegqError
@@ -46,6 +47,7 @@ app.add_typer(aggregator_app)
 app.add_typer(watch_app)
 app.add_typer(eval_app)
 app.add_typer(dashboard_app)
+app.add_typer(tensorboard_app)
 app.add_typer(cluster_app)
 
 

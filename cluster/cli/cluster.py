@@ -22,7 +22,7 @@ def up(ctx: typer.Context, num_cpus: Optional[int] = typer.Option(None, help="CP
     home = settings_of(ctx).resolved_home()
     state, started = local.up(home, num_cpus, nodes)
     console.print(("started" if started else "already running") + f" in {home}")
-    print_cluster(state)
+    print_cluster(state, home)
 
 
 @cluster_app.command()
@@ -33,10 +33,12 @@ def down(ctx: typer.Context) -> None:
     console.print("stopped: " + ", ".join(stopped) if stopped else f"nothing running from {home}")
 
 
-def print_cluster(state: dict) -> None:
+def print_cluster(state: dict, home) -> None:
     console.print(f"redis      {state['redis']['url']}  (pid {state['redis']['pid']})")
     console.print(f"ray        {state['ray']['address']}  (pid {state['ray']['pid']})")
     console.print(f"dashboard  {state['ray']['dashboard_url']}")
+    console.print(f"metrics    {local.prometheus_config(home)}  (Ray's Prometheus configuration: every node's "
+                  "metrics endpoint)", markup=False, highlight=False, soft_wrap=True)
     console.print(sign_in_hint(), markup=False, highlight=False)
     for node in state.get("nodes", []):
         console.print(f"node {node['index']}     {node['resource']}  {node['num_cpus']} CPU  (pid {node['pid']})")
@@ -64,7 +66,7 @@ def status(ctx: typer.Context) -> None:
     settings = settings_of(ctx)
     state = local.running_state(settings.resolved_home())
     if state:
-        print_cluster(state)
+        print_cluster(state, settings.resolved_home())
     elif not (settings.redis_url and settings.ray_address):
         console.print(f"embedded default: not running in {settings.resolved_home()} (start it with `segq up`)")
         raise typer.Exit(1)

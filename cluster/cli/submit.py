@@ -59,6 +59,7 @@ FLAG_FIELDS: dict[str, tuple[str | None, str, Callable | None]] = {
     "cpus_per_worker": ("resources", "cpus_per_worker", None),
     "gpus_per_worker": ("resources", "gpus_per_worker", None),
     "max_concurrent": ("resources", "max_concurrent_trials", None),
+    "mlflow": ("tracking", "mlflow", None),
 }
 
 
@@ -67,7 +68,7 @@ def merge_flags(spec_file: Optional[Path], flags: dict) -> tuple[dict, str | Non
     from jobs.spec import load_yaml
 
     data = load_yaml(spec_file) if spec_file else {}
-    sections = {"train": dict(data.get("train") or {}), "resources": dict(data.get("resources") or {})}
+    sections = {name: dict(data.get(name) or {}) for name in ("train", "resources", "tracking")}
     for flag, value in flags.items():
         if flag in FLAG_FIELDS and value is not None:
             section, field, parse = FLAG_FIELDS[flag]
@@ -101,6 +102,8 @@ SCHEDULER = typer.Option(None, "--scheduler", help="fifo, asha, hyperband or pbt
 MAX_CONCURRENT = typer.Option(None, "--max-concurrent", help="trials that run at once (default: as many as fit)")
 LOAD_FROM = typer.Option(None, "--load-from", help="a segq checkpoint (file, folder or URI) whose weights every "
                                                    "trial starts from")
+MLFLOW = typer.Option(None, "--mlflow", help="MLflow tracking URI: each trial an MLflow run in an experiment named "
+                                             "after the job (env SEGQ_MLFLOW_URI)")
 DRY_RUN = typer.Option(False, "--dry-run", help="validate, print the trials and the resources; submit nothing")
 
 
@@ -121,6 +124,7 @@ def submit_sweep(
     scheduler: Optional[str] = SCHEDULER,
     max_concurrent: Optional[int] = MAX_CONCURRENT,
     load_from: Optional[str] = LOAD_FROM,
+    mlflow: Optional[str] = MLFLOW,
     name: Optional[str] = NAME,
     priority: int = PRIORITY,
     wait: bool = WAIT,
@@ -157,6 +161,7 @@ def submit_saliency(
     cpus_per_worker: Optional[float] = CPUS,
     gpus_per_worker: Optional[float] = GPUS,
     load_from: Optional[str] = LOAD_FROM,
+    mlflow: Optional[str] = MLFLOW,
     name: Optional[str] = NAME,
     priority: int = PRIORITY,
     wait: bool = WAIT,
@@ -190,6 +195,9 @@ def submit_and_follow(ctx: typer.Context, model, spec_data: dict, source: str | 
 
     from jobs.lifecycle.plan import plan, validate
 
+    mlflow_uri = settings_of(ctx).mlflow_uri
+    if mlflow_uri and not spec_data["tracking"].get("mlflow"):  # the flag and the spec file come first
+        spec_data["tracking"]["mlflow"] = mlflow_uri
     spec, trials = validate(model, spec_data, source, manifest_required=settings_of(ctx).embedded())
     if dry_run:
         lines, verdict = plan(spec, trials)

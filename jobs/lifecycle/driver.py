@@ -17,6 +17,7 @@ import traceback
 import redis
 
 from jobs.results.aggregator import Aggregator
+from jobs.results.exports.running import exports_running, tensorboard_dir
 from jobs.deployment import Deployment
 from jobs.lifecycle.queue import Heartbeat, wait_for_turn
 from jobs.records import JobRecord, JobStatus, open_attempt, set_status
@@ -57,7 +58,7 @@ def run_job(client: redis.Redis, job_id: str, deployment: Deployment, resume: bo
         if not wait_for_turn(client, job_id, record.max_running_jobs, lambda: not cancelled(client, job_id)):
             print(f"segq job {job_id} was cancelled while queued")
             return 0
-        if not start_running(client, job_id):
+        if not start_running(client, record, deployment):
             return 0
         open_attempt(client, job_id, "resumed" if resume else "submitted", record.ray_submission_id)
         return run_admitted(client, record, deployment, resume)
@@ -67,9 +68,10 @@ def cancelled(client: redis.Redis, job_id: str) -> bool:
     return JobRecord.load(client, job_id).status == JobStatus.CANCELLED
 
 
-def start_running(client: redis.Redis, job_id: str) -> bool:
-    """Mark the job running unless it was cancelled meanwhile (then False)."""
-    return set_status(client, job_id, JobStatus.RUNNING)
+def start_running(client: redis.Redis, record: JobRecord, deployment: Deployment) -> bool:
+    """Mark the job running, with where its TensorBoard runs go, unless it was cancelled meanwhile (then False)."""
+    return set_status(client, record.id, JobStatus.RUNNING,
+                      fields={"tensorboard_dir": tensorboard_dir(record, deployment.storage)})
 
 
 def run_admitted(client: redis.Redis, record: JobRecord, deployment: Deployment, resume: bool) -> int:
@@ -82,7 +84,8 @@ def run_admitted(client: redis.Redis, record: JobRecord, deployment: Deployment,
         import ray
 
         ray.init(address="auto", logging_level="ERROR")
-        failed = run(record, deployment, resume)
+        with exports_running(client, record, deployment.storage):
+            failed = run(record, deployment, resume)
     except Exception as error:
         stop.set()
         follower.join(timeout=30)
