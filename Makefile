@@ -49,6 +49,7 @@ bench: setup
 	$(PY) bench/data_path.py
 	$(PY) bench/trial_overhead.py
 	$(PY) bench/sweep_efficiency.py
+	$(PY) bench/metrics_path.py
 
 clean-demo:
 	-$(SEGQ) down

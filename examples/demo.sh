@@ -25,5 +25,6 @@ $SEGQ summary "$SALIENCY" --format json > "$REPORTS/$SALIENCY/rows.json"
 echo
 .venv/bin/python examples/demo_summary.py "$REPORTS/$SWEEP/rows.json" "$REPORTS/$SALIENCY/rows.json"
 echo "demo took $(( $(date +%s) - START )) s; jobs: $SWEEP $SALIENCY"
+echo "TensorBoard runs of the sweep: $($SEGQ tensorboard "$SWEEP" --no-start 2>/dev/null) (segq tensorboard $SWEEP starts TensorBoard there)"
 echo "dashboard: $(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["ray"]["dashboard_url"])' "$HOME_DIR/cluster.json")"
 echo "stop the local cluster with: $SEGQ down"

@@ -11,7 +11,9 @@ segq:job:{job}:events                      stream metric and trial events (JSON 
 segq:job:{job}:trials                      set    trial names seen in the events
 segq:job:{job}:trial:{trial}               hash   trial facts: status, arch, params, num_params, ...;
                                                   fact_ids: fact -> stream id that set it; ranks: each
-                                                  rank's node and pid; attempts: stream id -> start, ranks
+                                                  rank's node and pid; attempts: stream id -> start, ranks;
+                                                  best_decisions: iteration -> epoch, value of rank 0's
+                                                  latest decision (the leaderboard's input)
 segq:job:{job}:trial:{trial}:metrics       hash   "{iteration}:{epoch}:{split}" -> JSON scores (split train,
                                                   val, test); "{iteration}:{epoch}:best" -> rank 0's best
                                                   decision after that epoch; "{iteration}:0:saliency" ->

@@ -1,13 +1,15 @@
 import json
+import random
 import time
 
 import redis
 
 from jobs import keys
-from jobs.results.aggregator import Aggregator
+from jobs.results.aggregator import DECISIONS, Aggregator
 from jobs.records import JobRecord
 from jobs.results.summary import trial_rows
 from tests.conftest import wait_until
+from workers.events import MetricsEvent, decode_event, encode_event
 from workers.publisher import MetricsPublisher
 from workers.target import Target
 
@@ -107,3 +109,78 @@ def test_per_class_scores_keep_the_class_order(redis_url, redis_client):
     publisher.close()
     Aggregator(redis_client, "job").drain()
     assert list(trial_rows(redis_client, "job")[0]["val"]["per_class_iou"]) == ["sky", "road", "car"]
+
+
+def rows_and_board(client, job_id):
+    rows = [{name: value for name, value in row.items() if name != "job"} for row in trial_rows(client, job_id)]
+    return json.dumps(rows, sort_keys=True), client.zrange(keys.leaderboard(job_id), 0, -1, withscores=True)
+
+
+def deliver(client, source, job_id, entries, batch):
+    """The entries of job `source`'s stream (copied, ids and all, to job_id's), applied in the given order in
+    batches of `batch`, by a consumer that read them all."""
+    JobRecord(id=job_id, kind="sweep", spec={}).save(client)
+    for entry_id, fields in client.xrange(keys.events(source)):
+        client.xadd(keys.events(job_id), fields, id=entry_id)
+    aggregator = Aggregator(client, job_id)
+    aggregator.ensure_group()
+    client.xreadgroup(keys.AGGREGATOR_GROUP, aggregator.consumer, {keys.events(job_id): ">"})
+    for start in range(0, len(entries), batch):
+        aggregator.apply(aggregator.parse(entries[start:start + batch]))
+    assert client.xpending(keys.events(job_id), keys.AGGREGATOR_GROUP)["pending"] == 0
+
+
+def test_any_order_and_batching_of_the_entries_gives_the_same_state(redis_url, redis_client):
+    JobRecord(id="job", kind="sweep", spec={}).save(redis_client)
+    publish_trial(redis_url, "job", "000_unet", 4, [0.2, 0.5, 0.4, 0.45])
+    publish_trial(redis_url, "job", "001_unet", 3, [0.1, 0.3, 0.6])
+    publisher = MetricsPublisher(redis_url, keys.events("job"), "001_unet")
+    publisher.best_event(2, 1, 1, 0.7, Target())  # a second iteration: the leaderboard takes the best of both
+    publisher.best_event(2, 2, 1, 0.7, Target())
+    publisher.close()
+    redis_client.xadd(keys.events("job"), {"data": "not an event"})
+    Aggregator(redis_client, "job").drain()
+    reference = rows_and_board(redis_client, "job")
+    assert reference[1] == [("000_unet", 0.5), ("001_unet", 0.7)]
+    entries = redis_client.xrange(keys.events("job"))
+    shuffle = random.Random(0)
+    for attempt in range(6):
+        copy = f"copy-{attempt}"
+        deliver(redis_client, "job", copy, shuffle.sample(entries, len(entries)), shuffle.choice([1, 3, 10, 500]))
+        assert rows_and_board(redis_client, copy) == reference
+    # ... and replaying them all once more changes nothing
+    redis_client.xgroup_destroy(keys.events(copy), keys.AGGREGATOR_GROUP)
+    assert Aggregator(redis_client, copy).drain() == len(entries)
+    assert rows_and_board(redis_client, copy) == reference
+
+
+def test_decisions_are_seeded_from_a_trial_aggregated_before_they_were_kept(redis_url, redis_client):
+    JobRecord(id="job", kind="saliency", spec={}).save(redis_client)
+    publisher = MetricsPublisher(redis_url, keys.events("job"), "t")
+    publisher.best_event(1, 1, 1, 0.8, Target())
+    publisher.best_event(1, 2, 1, 0.8, Target())
+    publisher.close()
+    Aggregator(redis_client, "job").drain()
+    # An aggregator of before the decisions were kept apart left them only in the metrics hash.
+    redis_client.hdel(keys.trial("job", "t"), DECISIONS)
+    publisher = MetricsPublisher(redis_url, keys.events("job"), "t")
+    publisher.best_event(2, 1, 1, 0.3, Target())
+    publisher.close()
+    Aggregator(redis_client, "job").drain()
+    assert redis_client.zscore(keys.leaderboard("job"), "t") == 0.8  # iteration 1's, not only iteration 2's
+    assert json.loads(redis_client.hget(keys.trial("job", "t"), DECISIONS)) == {
+        "1": {"epoch": 2, "value": 0.8}, "2": {"epoch": 1, "value": 0.3}}
+
+
+def test_metrics_decode_as_the_model_their_fields_name():
+    """Training figures and split scores are told apart by the contract's discriminator (a field only
+    training figures have), whatever the split: each round-trips as itself; broken ones do not decode."""
+    scores = split_scores(0.5, {"bg": 0.5, "fg": None})
+    for split, metrics in (("train", train_figures(1.0)), ("val", scores), ("test", scores), ("val", train_figures(1.0))):
+        event = MetricsEvent(trial="t", epoch=1, split=split, metrics=metrics)
+        decoded = decode_event(encode_event(event))
+        assert decoded == event and type(decoded.metrics) is type(event.metrics)
+    for broken in ('{"type": "metrics", "trial": "t", "epoch": 1, "split": "val", "metrics": {"miou": 0.5}}',
+                   '{"type": "metrics", "trial": "t", "epoch": 1, "split": "train", "metrics": {"loss": 1.0}}',
+                   '{"split": "val"}', "not JSON"):
+        assert decode_event(broken) is None, broken

@@ -17,7 +17,7 @@ import time
 from enum import Enum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
 from workers.target import Target
 
@@ -109,10 +109,19 @@ class EpochEvent(Contract):
     epoch: int = Field(ge=1)
 
 
+def metrics_kind(metrics: Any) -> str:
+    """Which model a metrics event's figures are, told by a field only training figures have (so a
+    val event is never first tried, and failed, as training figures)."""
+    if isinstance(metrics, dict):
+        return "train" if "loss" in metrics else "scores"
+    return "train" if isinstance(metrics, TrainMetrics) else "scores"
+
+
 class MetricsEvent(EpochEvent):
     type: Literal["metrics"] = "metrics"
     split: Literal["train", "val", "test"]
-    metrics: Union[TrainMetrics, SplitScores]
+    metrics: Annotated[Union[Annotated[TrainMetrics, Tag("train")], Annotated[SplitScores, Tag("scores")]],
+                       Discriminator(metrics_kind)]
 
 
 class BestEvent(EpochEvent):

@@ -1,6 +1,6 @@
 """The summary aggregator: job event stream -> per-trial state and a leaderboard in Redis.
 
-Reads through a consumer group (XREADGROUP + XACK). Each step handles, in this order:
+Reads through a consumer group (XREADGROUP + XACK). Each step handles one batch, in this order:
 
 1. entries this consumer read but did not ack before it crashed (a restart under the same
    consumer name re-reads them);
@@ -9,16 +9,23 @@ Reads through a consumer group (XREADGROUP + XACK). Each step handles, in this o
 3. new entries.
 
 Events follow the contract in workers.events. Every update is keyed by (trial, iteration, epoch,
-split), or sets a trial fact only if no later stream entry already set it, and is applied in the
-same MULTI as its XACK (WATCH guards the values it reads). The leaderboard holds each trial's best
-value of the job's target, as rank 0 decided it (workers.target), never recomputed from scores. So replaying any part of the stream, in any order, by any number of
-aggregators, changes nothing.
+split), or sets a trial fact only if no later stream entry already set it. A batch is applied in one
+MULTI with the XACK of all its entries: its events grouped per trial, each trial's state read once.
+The state read is the bookkeeping fields of the trial's hash (which entry set each fact, its
+attempts, its run segments, and rank 0's latest best decision per iteration), for the trials with a
+trial event or a best decision in the batch; WATCH guards them (and, the first time a trial's
+decisions are needed, its metrics hash, which seeds them). The leaderboard holds each trial's best
+value of the job's target, as rank 0 decided it (workers.target), never recomputed from scores:
+the best over iterations of each iteration's latest decision. So replaying any part of the stream,
+in any order, by any number of aggregators, changes nothing.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
+from dataclasses import dataclass, field
 
 import redis
 
@@ -40,6 +47,103 @@ FACT_IDS = "fact_ids"
 ATTEMPTS = "attempts"
 # Field of the trial hash: start of each run of the trial's Tune function -> its {started, seconds}.
 RUN_SEGMENTS = "run_segments"
+# Field of the trial hash: iteration -> {epoch, value} of rank 0's latest best decision in it (the
+# decision after its latest epoch): the leaderboard's input, kept so that no decision needs the
+# trial's whole metrics hash. A trial without it (aggregated before it existed) seeds it from there.
+DECISIONS = "best_decisions"
+STATE_FIELDS = (FACT_IDS, ATTEMPTS, RUN_SEGMENTS, DECISIONS)
+
+
+@dataclass
+class Batch:
+    """A batch of stream entries: every entry id (to ack), and the readable events per trial, in stream order."""
+
+    entry_ids: list[str] = field(default_factory=list)
+    trials: dict[str, list[tuple[str, Event]]] = field(default_factory=dict)
+
+    def add(self, entry_id: str, event: Event | None) -> None:
+        self.entry_ids.append(entry_id)
+        if event is not None:
+            self.trials.setdefault(event.trial, []).append((entry_id, event))
+
+    def trials_to_read(self) -> list[str]:
+        """The trials whose state the batch reads: those with a trial event or a best decision."""
+        return [trial for trial, events in self.trials.items()
+                if any(isinstance(event, (TrialEvent, BestEvent)) for _, event in events)]
+
+    def decides(self, trial: str) -> bool:
+        return any(isinstance(event, BestEvent) for _, event in self.trials[trial])
+
+
+@dataclass
+class TrialState:
+    """A trial's bookkeeping fields as read, then what the batch's events of the trial change, folded in
+    stream order as if each were applied alone."""
+
+    set_by: dict[str, str] = field(default_factory=dict)  # FACT_IDS
+    attempts: dict[str, dict] = field(default_factory=dict)
+    segments: dict[str, dict] = field(default_factory=dict)
+    decisions: dict[str, dict] | None = None  # None: not stored yet
+    facts: dict[str, str] = field(default_factory=dict)  # fact -> JSON, set by the batch
+    measurements: dict[str, str] = field(default_factory=dict)  # metrics hash field -> JSON
+    changed: set[str] = field(default_factory=set)  # of ATTEMPTS, RUN_SEGMENTS, DECISIONS
+    leader: float | None = None  # the leaderboard value after the batch's last decision that has one
+
+    @classmethod
+    def read(cls, stored: dict[str, str | None]) -> "TrialState":
+        decisions = stored.get(DECISIONS)
+        return cls(set_by=json.loads(stored.get(FACT_IDS) or "{}"), attempts=json.loads(stored.get(ATTEMPTS) or "{}"),
+                   segments=json.loads(stored.get(RUN_SEGMENTS) or "{}"),
+                   decisions=None if decisions is None else json.loads(decisions))
+
+    def add(self, entry_id: str, event: Event) -> None:
+        if isinstance(event, TrialEvent):
+            self.add_facts(entry_id, event)
+            return
+        measured, value = measurement_field(event)
+        self.measurements[measured] = value
+        if isinstance(event, BestEvent):
+            self.add_decision(event)
+
+    def add_facts(self, entry_id: str, event: TrialEvent) -> None:
+        """Facts no later entry set; the attempt it starts (keyed by its stream id) and its run segment
+        (keyed by its start), so that a replay counts nothing twice."""
+        facts = {name: value for name, value in event.facts().items()
+                 if stream_order(entry_id) >= stream_order(self.set_by.get(name, "0-0"))}
+        facts.pop("attempt_started", None)
+        facts.pop("run_segment", None)
+        if event.attempt_started is not None:
+            self.attempts[entry_id] = {"started": event.attempt_started, "ranks": event.ranks or []}
+            self.changed.add(ATTEMPTS)
+        if event.run_segment is not None:
+            self.segments[repr(event.run_segment["started"])] = event.run_segment
+            self.changed.add(RUN_SEGMENTS)
+        for name, value in facts.items():
+            self.set_by[name] = entry_id
+            self.facts[name] = json.dumps(value, sort_keys=True)
+
+    def add_decision(self, event: BestEvent) -> None:
+        iteration = str(event.iteration)
+        latest = self.decisions.get(iteration)
+        if latest is None or event.epoch >= latest["epoch"]:
+            self.decisions[iteration] = {"epoch": event.epoch, "value": event.value}
+        self.changed.add(DECISIONS)
+        leader = best_value(self.decisions, target_of(event.metric, event.mode))
+        if leader is not None:
+            self.leader = leader
+
+    def hash_fields(self) -> dict[str, str]:
+        """The trial hash's fields the batch sets."""
+        fields = dict(self.facts)
+        if self.facts:
+            fields[FACT_IDS] = json.dumps(self.set_by, sort_keys=True)
+        if ATTEMPTS in self.changed:
+            fields[ATTEMPTS] = json.dumps(dict(sorted(self.attempts.items(), key=lambda item: stream_order(item[0]))))
+        if RUN_SEGMENTS in self.changed:
+            fields[RUN_SEGMENTS] = json.dumps(dict(sorted(self.segments.items(), key=lambda item: item[1]["started"])))
+        if DECISIONS in self.changed:
+            fields[DECISIONS] = json.dumps(self.decisions, sort_keys=True)
+        return fields
 
 
 class Aggregator:
@@ -62,8 +166,8 @@ class Aggregator:
         """Handle one batch (own pending, else a dead consumer's, else new entries); how many."""
         self.ensure_group()
         entries = self.read_group("0", count) or self.reclaim(count) or self.read_group(">", count, block_ms)
-        for entry_id, fields in entries:
-            self.handle(entry_id, fields)
+        if entries:
+            self.apply(self.parse(entries))
         return len(entries)
 
     def read_group(self, start: str, count: int, block_ms: int | None = None) -> list:
@@ -84,61 +188,64 @@ class Aggregator:
             if cursor == "0-0":
                 return []
 
-    def handle(self, entry_id: str, fields: dict | None) -> None:
-        event = parse_event(fields)
-        if event is None:
-            # Trimmed by MAXLEN while pending, or not a segq event: nothing to apply, and left
-            # unacked it would be read again on every step.
-            log.warning("%s: entry %s has no readable event; acknowledged without applying", self.job_id, entry_id)
-            self.client.xack(self.stream, keys.AGGREGATOR_GROUP, entry_id)
-            return
-        self.apply(entry_id, event)
+    def parse(self, entries: list) -> Batch:
+        batch = Batch()
+        for entry_id, fields in entries:
+            event = parse_event(fields)
+            if event is None:
+                # Trimmed by MAXLEN while pending, or not a segq event: nothing to apply, and left
+                # unacked it would be read again on every step.
+                log.warning("%s: entry %s has no readable event; acknowledged without applying", self.job_id, entry_id)
+            batch.add(entry_id, event)
+        return batch
 
-    def apply(self, entry_id: str, event: Event) -> None:
-        if isinstance(event, TrialEvent):
-            self.client.transaction(lambda pipe: self.queue_trial_facts(pipe, entry_id, event),
-                                    keys.trial(self.job_id, event.trial))
-            return
-        watched = keys.trial_metrics(self.job_id, event.trial)
-        self.client.transaction(lambda pipe: self.queue_measurement(pipe, entry_id, event), watched)
+    def apply(self, batch: Batch) -> None:
+        """The batch's updates and the XACK of all its entries in one transaction, which WATCHes the
+        hashes of the trials whose state it reads."""
+        watched = [keys.trial(self.job_id, trial) for trial in batch.trials_to_read()]
+        self.client.transaction(lambda pipe: self.queue_batch(pipe, batch), *watched)
 
-    def queue_measurement(self, pipe: redis.client.Pipeline, entry_id: str, event: Event) -> None:
-        """A metrics, best or saliency event: one field of the trial's metrics hash, keyed so that
-        a replay replaces it; a best decision also refreshes the trial's leaderboard entry."""
-        trial = event.trial
-        field, value = measurement_field(event)
-        leader = None
-        if isinstance(event, BestEvent):
-            stored = pipe.hgetall(keys.trial_metrics(self.job_id, trial))
-            leader = trial_best_value(stored | {field: json.dumps(value)}, event.target)
+    def queue_batch(self, pipe: redis.client.Pipeline, batch: Batch) -> None:
+        states = self.read_states(pipe, batch)
+        for trial, events in batch.trials.items():
+            for entry_id, event in events:
+                states[trial].add(entry_id, event)
         pipe.multi()
-        pipe.sadd(keys.trials(self.job_id), trial)
-        # Stored as published (not key-sorted): per-class scores stay in class order.
-        pipe.hset(keys.trial_metrics(self.job_id, trial), field, json.dumps(value))
-        if leader is not None:
-            pipe.zadd(keys.leaderboard(self.job_id), {trial: leader})
-        pipe.xack(self.stream, keys.AGGREGATOR_GROUP, entry_id)
+        if states:
+            pipe.sadd(keys.trials(self.job_id), *states)
+        for trial, state in states.items():
+            if fields := state.hash_fields():
+                pipe.hset(keys.trial(self.job_id, trial), mapping=fields)
+            if state.measurements:
+                pipe.hset(keys.trial_metrics(self.job_id, trial), mapping=state.measurements)
+            if state.leader is not None:
+                pipe.zadd(keys.leaderboard(self.job_id), {trial: state.leader})
+        pipe.xack(self.stream, keys.AGGREGATOR_GROUP, *batch.entry_ids)
 
-    def queue_trial_facts(self, pipe: redis.client.Pipeline, entry_id: str, event: TrialEvent) -> None:
-        trial_key = keys.trial(self.job_id, event.trial)
-        set_by = json.loads(pipe.hget(trial_key, FACT_IDS) or "{}")
-        facts = {name: value for name, value in event.facts().items()
-                 if stream_order(entry_id) >= stream_order(set_by.get(name, "0-0"))}
-        attempts = merged_attempts(pipe.hget(trial_key, ATTEMPTS), entry_id, event)
-        segments = merged_segments(pipe.hget(trial_key, RUN_SEGMENTS), event)
-        facts.pop("attempt_started", None)
-        facts.pop("run_segment", None)
-        pipe.multi()
-        if attempts is not None:
-            pipe.hset(trial_key, ATTEMPTS, attempts)
-        if segments is not None:
-            pipe.hset(trial_key, RUN_SEGMENTS, segments)
-        pipe.sadd(keys.trials(self.job_id), event.trial)
-        if facts:
-            set_by.update({name: entry_id for name in facts})
-            mapping = {name: json.dumps(value, sort_keys=True) for name, value in facts.items()}
-            pipe.hset(trial_key, mapping={**mapping, FACT_IDS: json.dumps(set_by, sort_keys=True)})
-        pipe.xack(self.stream, keys.AGGREGATOR_GROUP, entry_id)
+    def read_states(self, pipe: redis.client.Pipeline, batch: Batch) -> dict[str, TrialState]:
+        """Every trial's state as the batch needs it: the trial hash's bookkeeping fields of the trials
+        it reads (watched), and their decisions seeded from the metrics hash where none are stored."""
+        reading = batch.trials_to_read()
+        stored = self.read_all([("hmget", keys.trial(self.job_id, trial), STATE_FIELDS) for trial in reading])
+        states = {trial: TrialState() for trial in batch.trials}
+        states |= {trial: TrialState.read(dict(zip(STATE_FIELDS, values))) for trial, values in zip(reading, stored)}
+        unseeded = [trial for trial in reading if batch.decides(trial) and states[trial].decisions is None]
+        if unseeded:
+            metrics = [keys.trial_metrics(self.job_id, trial) for trial in unseeded]
+            pipe.watch(*metrics)
+            for trial, measured in zip(unseeded, self.read_all([("hgetall", key) for key in metrics])):
+                states[trial].decisions = stored_decisions(measured)
+        return states
+
+    def read_all(self, commands: list[tuple]) -> list:
+        """The replies of `commands`, in one round trip. Read after the transaction's WATCH, on a
+        connection of their own: a change after the WATCH fails the EXEC, so what they read stays guarded."""
+        if not commands:
+            return []
+        reader = self.client.pipeline(transaction=False)
+        for name, *args in commands:
+            getattr(reader, name)(*args)
+        return reader.execute()
 
     def drain(self) -> int:
         total = 0
@@ -155,24 +262,20 @@ class Aggregator:
         self.drain()
 
 
-def merged_attempts(stored: str | None, entry_id: str, event: TrialEvent) -> str | None:
-    """The trial's attempts (one per worker group start) with this event's, keyed by its stream id
-    so that a replay counts nothing twice; None when the event starts no attempt."""
-    if event.attempt_started is None:
-        return None
-    attempts = json.loads(stored or "{}")
-    attempts[entry_id] = {"started": event.attempt_started, "ranks": event.ranks or []}
-    return json.dumps(dict(sorted(attempts.items(), key=lambda item: stream_order(item[0]))))
+def stored_decisions(measured: dict[str, str]) -> dict[str, dict]:
+    """Per iteration, {epoch, value} of rank 0's latest decision among a trial's metrics hash fields."""
+    decisions: dict[str, dict] = {}
+    for measured_field, value in measured.items():
+        iteration, epoch, split = keys.parse_metrics_field(measured_field)
+        if split == keys.BEST_SPLIT and epoch >= decisions.get(str(iteration), {"epoch": 0})["epoch"]:
+            decisions[str(iteration)] = {"epoch": epoch, "value": json.loads(value)["value"]}
+    return decisions
 
 
-def merged_segments(stored: str | None, event: TrialEvent) -> str | None:
-    """The trial's run segments with this event's, keyed by its start so that a replay counts
-    nothing twice; None when the event carries none."""
-    if event.run_segment is None:
-        return None
-    segments = json.loads(stored or "{}")
-    segments[repr(event.run_segment["started"])] = event.run_segment
-    return json.dumps(dict(sorted(segments.items(), key=lambda item: item[1]["started"])))
+def best_value(decisions: dict[str, dict], target: Target) -> float | None:
+    """The trial's best target value over its iterations' latest decisions (order and replays don't matter)."""
+    winner = target.best((iteration, decisions[iteration]["value"]) for iteration in sorted(decisions, key=int))
+    return winner[1] if winner else None
 
 
 def parse_event(fields: dict | None) -> Event | None:
@@ -180,18 +283,24 @@ def parse_event(fields: dict | None) -> Event | None:
     return decode_event((fields or {}).get("data"))
 
 
-def measurement_field(event: Event) -> tuple[str, dict]:
-    """Where a metrics, best or saliency event is stored in the trial's metrics hash, and what."""
+@functools.lru_cache(maxsize=None)
+def target_of(metric: str, mode: str) -> Target:
+    return Target(metric=metric, mode=mode)
+
+
+def measurement_field(event: Event) -> tuple[str, str]:
+    """Where a metrics, best or saliency event is stored in the trial's metrics hash, and what (JSON, as
+    the event's model writes it: as published, not key-sorted, so per-class scores stay in class order)."""
     if isinstance(event, MetricsEvent):
-        return keys.metrics_field(event.iteration, event.epoch, event.split), event.metrics.model_dump(mode="json")
+        return keys.metrics_field(event.iteration, event.epoch, event.split), event.metrics.model_dump_json()
     if isinstance(event, BestEvent):
         return (keys.metrics_field(event.iteration, event.epoch, keys.BEST_SPLIT),
-                event.model_dump(mode="json", include={"best_epoch", "value", "metric", "mode", "ts"}))
+                event.model_dump_json(include={"best_epoch", "value", "metric", "mode", "ts"}))
     if isinstance(event, PerturbationEvent):
         return (keys.metrics_field(event.iteration, event.epoch, keys.PERTURBATION_SPLIT),
-                event.model_dump(mode="json", include={"donor", "train", "ts"}))
+                event.model_dump_json(include={"donor", "train", "ts"}))
     return (keys.metrics_field(event.iteration, 0, keys.SALIENCY_SPLIT),
-            event.model_dump(mode="json", include={"kept_fraction", "next_kept_fraction", "checkpoint", "samples"}))
+            event.model_dump_json(include={"kept_fraction", "next_kept_fraction", "checkpoint", "samples"}))
 
 
 def parse_measurements(stored: dict[str, str]) -> dict[tuple[int, int, str], dict]:
@@ -206,13 +315,6 @@ def latest_decisions(measurements: dict[tuple[int, int, str], dict]) -> dict[int
         if split == keys.BEST_SPLIT and epoch >= decisions.get(iteration, (0, {}))[0]:
             decisions[iteration] = (epoch, value)
     return {iteration: decision for iteration, (_, decision) in decisions.items()}
-
-
-def trial_best_value(stored: dict[str, str], target: Target) -> float | None:
-    """The trial's best target value over its iterations (recomputed, so order and replays don't matter)."""
-    decisions = latest_decisions(parse_measurements(stored))
-    winner = target.best((iteration, decisions[iteration]["value"]) for iteration in sorted(decisions))
-    return winner[1] if winner else None
 
 
 def stream_order(entry_id: str) -> tuple[int, int]:
