@@ -21,7 +21,8 @@ EMBEDDED = "SEGQ_EMBEDDED"
 RAY_TOKEN_AUTH = {"RAY_AUTH_MODE": "token"}
 # Every Ray client the driver starts authenticates with the cluster token; logs are not held back.
 # Ray Train's controller polls a trial's workers (their reports, their end) every 0.25 s, not 2 s, and
-# gives a worker group 5 minutes to start (not 1: on a busy node, starting processes queue up).
+# gives a worker group 5 minutes to start (not 1: on a busy node, starting processes queue up; a job's
+# resources.start_timeout_s replaces it, jobs.lifecycle.submit.job_env).
 DRIVER_ENV = {**RAY_TOKEN_AUTH, "PYTHONUNBUFFERED": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
               "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300"}
 # On the embedded default no node is preempted: no preemption watcher actor per trial.

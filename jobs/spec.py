@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, NamedTuple
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from jobs.search_space import (BOUNDED, LISTS, bounds, check_space, is_number, sample_space,
                                search_kind)
@@ -33,8 +33,23 @@ AXIS_SHORT = {"batch_size": "bs", "weight_decay": "wd", "epochs": "ep"}
 TRIAL_DRIVER_CPUS = 0.1
 
 
+class WorkerRange(Strict):
+    """Elastic DDP workers: a trial starts once `min` workers fit, grows towards `max` as resources
+    appear, and goes on smaller (from its last checkpoint) when a worker or its node is lost."""
+
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def ordered(self) -> "WorkerRange":
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min})")
+        return self
+
+
 class Resources(Strict):
-    workers_per_trial: int = Field(1, ge=1)
+    workers_per_trial: int | WorkerRange = Field(1, description="DDP workers per trial: a number, or an elastic "
+                                                 "range {min: 1, max: 4} (on the command line: 1-4)")
     cpus_per_worker: float = Field(0.5, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
     max_concurrent_trials: int | None = Field(None, ge=1)
@@ -43,41 +58,97 @@ class Resources(Strict):
                                                  "fit; spread: on as many different nodes as there are")
     collective_timeout_s: int = Field(60, ge=5, le=3600, description="seconds a DDP collective waits for a rank "
                                       "before it fails (Ray's TorchConfig.timeout_s, 1800 by default there)")
+    resize_interval_s: float = Field(60.0, gt=0, description="elastic trials: seconds between two looks for "
+                                     "resources to grow into (Ray Train's elastic_resize_monitor_interval_s)")
+    start_timeout_s: float = Field(300.0, ge=5, description="seconds Ray Train waits for a worker group's "
+                                   "resources before it gives up on that size: an elastic trial that lost a node "
+                                   "goes on smaller after this (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S)")
     runner: Literal["auto", "trial", "train"] = Field(
         "auto", description="where a trial trains: trial: in its own Tune trial, no process of its own (one "
                             "worker only); train: through Ray Train, a worker group per trial (DDP, and Ray "
                             "Train's worker restarts even for one worker); auto: trial for one worker, else train")
 
+    @field_validator("workers_per_trial", mode="before")
+    @classmethod
+    def range_as_text(cls, value: Any) -> Any:
+        """`1-4` (the command line's form) is the range {min: 1, max: 4}; `2-2` is 2 workers."""
+        if isinstance(value, str):
+            low, dash, high = value.partition("-")
+            if not (low.strip().isdigit() and (not dash or high.strip().isdigit())):
+                raise ValueError(f"{value!r} is neither a number of workers nor a range MIN-MAX such as 1-4")
+            value = int(low) if not dash else {"min": int(low), "max": int(high)}
+        if not isinstance(value, dict):
+            return value
+        try:
+            workers = WorkerRange.model_validate(value)
+        except ValidationError as error:  # its own message, not the int alternative's
+            first = error.errors()[0]
+            where = ".".join(map(str, first["loc"]))
+            raise ValueError(f"{where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}") from None
+        return workers.min if workers.min == workers.max else workers
+
+    @field_validator("workers_per_trial")
+    @classmethod
+    def at_least_one(cls, workers: int | WorkerRange) -> int | WorkerRange:
+        if isinstance(workers, int) and workers < 1:
+            raise ValueError(f"{workers} workers: a trial needs at least 1")
+        return workers
+
     @field_validator("runner")
     @classmethod
     def one_worker_in_trial(cls, runner: str, info) -> str:
-        if runner == "trial" and info.data.get("workers_per_trial", 1) > 1:
-            raise ValueError(f"a trial trains in its Tune trial with one worker, not "
-                             f"{info.data['workers_per_trial']}; use runner: train (or auto) for DDP")
+        workers = info.data.get("workers_per_trial", 1)
+        if runner == "trial" and (isinstance(workers, WorkerRange) or workers > 1):
+            raise ValueError(f"a trial trains in its Tune trial with one fixed worker, not {describe(workers)}; "
+                             "use runner: train (or auto) for DDP and elastic trials")
         return runner
 
     @property
-    def trains_in_trial(self) -> bool:
-        """Whether a trial trains in its own Tune trial (see `runner`)."""
-        return self.runner == "trial" or (self.runner == "auto" and self.workers_per_trial == 1)
+    def elastic(self) -> bool:
+        return isinstance(self.workers_per_trial, WorkerRange)
 
     @property
-    def trial_cpus(self) -> float:
-        """The CPUs one trial holds in all: its worker's, in its Tune trial, or its workers' and the
-        Tune trial's own."""
-        cpus = self.workers_per_trial * self.cpus_per_worker
+    def min_workers(self) -> int:
+        return self.workers_per_trial.min if self.elastic else self.workers_per_trial
+
+    @property
+    def max_workers(self) -> int:
+        return self.workers_per_trial.max if self.elastic else self.workers_per_trial
+
+    @property
+    def trains_in_trial(self) -> bool:
+        """Whether a trial trains in its own Tune trial (see `runner`); an elastic trial never does."""
+        return self.runner == "trial" or (self.runner == "auto" and self.workers_per_trial == 1)
+
+    def cpus_for(self, workers: int) -> float:
+        """The CPUs one trial holds with `workers` workers: its worker's, in its Tune trial, or its
+        workers' and the Tune trial's own."""
+        cpus = workers * self.cpus_per_worker
         return cpus if self.trains_in_trial else round(cpus + TRIAL_DRIVER_CPUS, 6)
 
     @property
+    def trial_cpus(self) -> float:
+        """The CPUs a trial needs to start (an elastic trial: with its `min` workers)."""
+        return self.cpus_for(self.min_workers)
+
+    @property
     def trial_gpus(self) -> float:
-        return self.workers_per_trial * self.gpus_per_worker
+        return self.min_workers * self.gpus_per_worker
 
     @property
     def path(self) -> str:
         """Where each trial trains, in words (`--dry-run`, `segq jobs show`)."""
         if self.trains_in_trial:
             return "each trial trains in its own Tune trial (one process, reused from trial to trial)"
+        if self.elastic:
+            return (f"each trial trains through Ray Train, elastic: it starts with {self.min_workers} worker(s) once "
+                    f"they fit, grows to {self.max_workers} as resources appear (looking every "
+                    f"{self.resize_interval_s:g} s) and goes on smaller when one is lost")
         return f"each trial trains through Ray Train ({self.workers_per_trial} worker(s) of their own)"
+
+
+def describe(workers: int | WorkerRange) -> str:
+    return f"{workers.min}-{workers.max} workers" if isinstance(workers, WorkerRange) else f"{workers} workers"
 
 
 MLFLOW_SCHEMES = ("http", "https", "file", "databricks")

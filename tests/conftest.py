@@ -82,6 +82,18 @@ def segq_env(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def multinode_home(segq_env, tmp_path_factory):
+    """A second embedded default, for the tests of nodes: its head has 2 CPUs and starts alone; the
+    tests grow it with `segq up --nodes 2 --num-cpus 4` (a worker node of 2 CPUs). Its GCS checks
+    each node every second (not 3): a killed node is taken for lost after 5 refused checks."""
+    env = {**segq_env, "SEGQ_HOME": str(tmp_path_factory.mktemp("nodes")),
+           "RAY_health_check_period_ms": "1000"}
+    run_segq("up", "--num-cpus", "2", env=env, check=True, timeout=300)
+    yield env
+    run_segq("down", env=env, timeout=120)
+
+
+@pytest.fixture(scope="session")
 def tiny_dataset(segq_env, tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "synthetic"
     run_segq("data", "prepare", "synthetic", "--out", str(out), "--size", "32x32", "--count", "48",

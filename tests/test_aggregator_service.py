@@ -14,7 +14,7 @@ from tests.conftest import SEGQ, run_segq, wait_until
 from tests.test_aggregator import publish_trial
 
 TRIALS = 3
-EPOCHS = 100  # ~900 entries: the aggregator needs most of a second, time enough to kill it mid-way
+EPOCHS = 1000  # ~9,000 entries, 18 batches of 500: time enough to freeze the aggregator between two
 
 
 def publish_job(redis_url, client, job_id, epochs=EPOCHS):

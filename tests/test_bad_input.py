@@ -68,6 +68,8 @@ CASES = [
          ("train.lr", "greater than 0")),
     Case("not an MLflow tracking URI", (*SWEEP, "--data", "{data}", "--arch", "unet", "--mlflow", "localhost:5000",
                                          *DRY), ("tracking.mlflow", "localhost:5000", "http(s)://")),
+    Case("worker range upside down", (*SWEEP, "--data", "{data}", "--arch", "unet", "--workers-per-trial", "4-1",
+                                      *DRY), ("resources.workers_per_trial", "max (1) is below min (4)")),
     Case("spec empty grid", (*SWEEP, "{specs}/empty_grid.yaml", *DRY), ("lr",)),
     Case("spec empty choice", (*SWEEP, "{specs}/empty_choice.yaml", *DRY), ("batch_size",)),
     Case("unknown architecture", (*SWEEP, "--data", "{data}", "--arch", "nonet", *DRY), ("nonet", "unet")),

@@ -62,7 +62,7 @@ def assert_refused(result, message, attempts):
     (["--arch", "unet", "--lr", "-0.1"], "train.lr: Input should be greater than 0"),
     (["--arch", "unet", "--lr", "1e-3,-2"], "train.lr: Input should be greater than 0"),
     (["--arch", "unet", "--lr", "fast"], "cannot read 'fast' as a comma-separated list of float"),
-    (["--arch", "unet", "--workers-per-trial", "0"], "resources.workers_per_trial: Input should be greater"),
+    (["--arch", "unet", "--workers-per-trial", "0"], "resources.workers_per_trial: 0 workers: a trial needs at least 1"),
     (["--arch", "unet", "--epochs", "0"], "train.epochs: Input should be greater than or equal to 1"),
     ([], "archs: missing (pass --arch NAME[,NAME] or set archs: in the spec file)"),
 ])

@@ -67,3 +67,26 @@ def test_the_summary_reports_rank_zeros_decision(redis_url, redis_client):
     assert row["best_epoch"] == 2 and row["best_value"] == 0.5 and row["val"]["miou"] == 0.5
     assert row["target"] == {"metric": "val_miou", "mode": "max"}
     assert redis_client.zscore(keys.leaderboard("job"), "000_unet") == 0.5
+
+
+def test_a_restored_epochs_events_are_published_only_if_the_stream_lacks_them(redis_url, redis_client):
+    """A restart publishes its restored checkpoint's events unless the process that stored the
+    checkpoint sent them: every (epoch, split) stays in the stream once."""
+    from workers.publisher import MetricsPublisher
+
+    stream = keys.events("job")
+    events = [encode_event(MetricsEvent(trial="t", epoch=epoch, split="train", metrics=TrainMetrics(
+        loss=1.0, lr=0.1, epoch_time_s=1.0, images=4, images_per_s=4.0))) for epoch in (1, 2)]
+    first = MetricsPublisher(redis_url, stream, "t")
+    first.publish_encoded(events[:1])  # epoch 1 was sent; epoch 2's checkpoint was stored, its events not
+    first.close()
+    redis_client.xadd(stream, {"data": encode_event(MetricsEvent(trial="other", epoch=1, split="val", metrics=SplitScores(
+        pixel_acc=0.5, mean_acc=0.5, miou=0.5, mdice=0.5, fwiou=0.5)))})
+    restarted = MetricsPublisher(redis_url, stream, "t")
+    assert restarted.publish_unless_sent(events) == 1
+    restarted.close()
+    again = MetricsPublisher(redis_url, stream, "t")
+    assert again.publish_unless_sent(events) == 0
+    again.close()
+    sent = [fields["data"] for _, fields in redis_client.xrange(stream) if '"trial":"t"' in fields["data"]]
+    assert sent == events

@@ -18,12 +18,11 @@ EPOCHS = 12  # epochs of about a second each: long enough to kill twice mid-tria
 
 
 @pytest.fixture(scope="module")
-def two_nodes(segq_env, tmp_path_factory):
-    """A cluster of its own: the head and one worker node, 2 CPUs each."""
-    env = {**segq_env, "SEGQ_HOME": str(tmp_path_factory.mktemp("two-nodes"))}
-    run_segq("up", "--nodes", "2", "--num-cpus", "4", env=env, check=True, timeout=300)
-    yield env
-    run_segq("down", env=env, timeout=120)
+def two_nodes(multinode_home):
+    """A cluster of its own (the session's second, tests/conftest.py): the head and one worker node,
+    2 CPUs each; a node an earlier test lost is started again."""
+    run_segq("up", "--nodes", "2", "--num-cpus", "4", env=multinode_home, check=True, timeout=300)
+    return multinode_home
 
 
 def test_every_port_of_the_embedded_default_is_on_loopback(segq_env, two_nodes):

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from seg_models.exceptions import SpecError
@@ -33,7 +35,7 @@ def test_grid_expands_to_readable_fully_resolved_trials():
     ({"train": {"epochz": 3}}, "train.epochz: unknown field"),
     ({"models": {"unet": {"depth": "deep"}}}, "models.unet.depth: Input should be a valid integer"),
     ({"models": {"unet": {"widht": 3}}}, "models.unet.widht: unknown field"),
-    ({"resources": {"workers_per_trial": 0}}, "resources.workers_per_trial: Input should be greater than or equal to 1"),
+    ({"resources": {"workers_per_trial": 0}}, "resources.workers_per_trial: 0 workers: a trial needs at least 1"),
     ({"train": {"lr": {"grid": []}}}, "train.lr: grid must be a non-empty list"),
 ])
 def test_invalid_specs_name_the_field(fields, message):
@@ -83,3 +85,42 @@ def test_choice_values_are_drawn_per_sample_reproducibly():
     for first, second in zip(trials[::2], trials[1::2]):  # one draw shared by the grid points of a sample
         assert (first.model, first.train.lr) == (second.model, second.train.lr)
         assert (first.train.epochs, second.train.epochs) == (1, 2)
+
+
+@pytest.mark.parametrize("given, elastic, low, high", [
+    (2, False, 2, 2), ("3", False, 3, 3), ("1-4", True, 1, 4), ({"min": 2, "max": 5}, True, 2, 5),
+    ({"min": 2, "max": 2}, False, 2, 2), ("2-2", False, 2, 2)])
+def test_workers_per_trial_takes_a_number_or_a_range(given, elastic, low, high):
+    from jobs.spec import Resources
+
+    resources = Resources(workers_per_trial=given)
+    assert (resources.elastic, resources.min_workers, resources.max_workers) == (elastic, low, high)
+    # an elastic trial always trains through Ray Train, and is admitted when its minimum fits
+    assert resources.trains_in_trial == (not elastic and low == 1)
+    if elastic:
+        assert resources.trial_cpus == pytest.approx(low * resources.cpus_per_worker + 0.1)
+
+
+@pytest.mark.parametrize("given, message", [
+    ("4-1", "max (1) is below min (4)"), ("0-2", "min: Input should be greater than or equal to 1"),
+    ("two", "neither a number of workers nor a range"), ({"min": 1}, "max: Field required"),
+    ({"min": 1, "max": 2, "step": 1}, "step: Extra inputs"), (0, "a trial needs at least 1")])
+def test_a_bad_worker_range_is_refused_with_its_reason(given, message):
+    with pytest.raises(SpecError, match=f"resources.workers_per_trial: .*{re.escape(message)}"):
+        parse_spec(SweepSpec, {"data": "/d", "archs": ["unet"], "resources": {"workers_per_trial": given}})
+    with pytest.raises(SpecError, match="one fixed worker, not 1-2 workers"):
+        parse_spec(SweepSpec, {"data": "/d", "archs": ["unet"],
+                               "resources": {"workers_per_trial": "1-2", "runner": "trial"}})
+
+
+def test_the_dry_run_shows_the_range_and_what_fits_now():
+    from jobs.lifecycle.plan import fits_now_line, resources_line
+    from jobs.spec import Resources
+
+    resources = Resources(workers_per_trial="1-4", cpus_per_worker=0.8)
+    assert "2 trials x 1-4 (elastic) worker(s)" in resources_line(resources, 2)
+    assert "1.6 CPU, 0 GPU to 6.4 CPU, 0 GPU in all" in resources_line(resources, 2)
+    assert fits_now_line(resources, 2.0, 0.0, 1).endswith("2 worker(s) on the cluster's 2 CPU, 0 GPU in 1 node(s): "
+                                                           "a trial starts, and grows to 2")
+    assert "waits until 2 fit" in fits_now_line(Resources(workers_per_trial="2-3"), 0.5, 0.0, 1)
+    assert fits_now_line(resources, None, None, 0).startswith("fits now: no cluster running")

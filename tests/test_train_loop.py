@@ -24,6 +24,7 @@ from workers.target import Target
 from workers.reporting import FINAL_REPORT, epoch_report, rankable
 from workers.train_loop import start_iteration, train_epochs, train_one_epoch
 from workers.trial_run import Progress, build_trial_run, deciding_target
+from workers.events import decode_event
 from workers.trial_spec import SaliencyParams, TrainParams, TrialContext, TrialSpec
 from tests.conftest import prepare_synthetic_in_process
 
@@ -181,16 +182,13 @@ def test_a_saliency_trial_names_its_last_iteration_model(tmp_path):
 
 class RecordingPublisher:
     def __init__(self):
-        self.saliency = []
+        self.saliency, self.published = [], []
 
     def saliency_event(self, *args):
         self.saliency.append(args)
 
-    def metrics_event(self, *args):
-        pass
-
-    def best_event(self, *args):
-        pass
+    def publish_encoded(self, encoded: list[str]) -> None:
+        self.published.append(list(encoded))
 
 
 def test_a_saliency_iteration_in_one_process(dataset_dir):
@@ -251,10 +249,12 @@ class RecordingChannel:
     rank, world_size, device = 0, 1, torch.device("cpu")
 
     def __init__(self):
-        self.reported = []
+        self.reported, self.published_after = [], []
 
-    def report(self, metrics: dict, directory: Path | None) -> None:
+    def report(self, metrics: dict, directory: Path | None, publish=lambda: None) -> None:
         self.reported.append((metrics, load_checkpoint(directory) if directory else None))
+        publish()
+        self.published_after.append(len(self.reported))
 
 
 def test_a_saliency_iteration_ends_with_its_best_epoch(dataset_dir, monkeypatch):
@@ -330,3 +330,39 @@ def test_a_taken_over_checkpoint_trains_under_the_mutated_hyperparameters(datase
     progress = Progress(**handed["progress"])
     assert (progress.next_epoch, progress.best_epoch, progress.best_metric) == (3, 0, None)
     assert BestWeights.from_checkpoint(handed).weights is None
+
+
+def test_an_epochs_events_are_in_its_checkpoint_and_sent_once_it_is_stored(dataset_dir, monkeypatch):
+    """Each epoch's events (train, val, the decision; the last also the test split at its best
+    epoch) go into its checkpoint and are published only after the channel stored it."""
+    trial = TrialSpec(name="000_unet", arch="unet", model=MODEL, train=TrainParams(epochs=3, batch_size=4))
+    run = build_trial_run(trial, context_for(dataset_dir, "events-once"), 0, 1, torch.device("cpu"), lambda m: m)
+    channel = RecordingChannel()
+    run = dataclasses.replace(run, publisher=RecordingPublisher(), channel=channel)
+    monkeypatch.setattr("tests.test_train_loop.RecordingChannel", lambda: channel)
+    _, _, _, reported = train_scripted_epochs(run, monkeypatch, [0.5, 0.6, 0.4, 0.55])
+    assert channel.published_after == [1, 2, 3]  # each epoch's publish came after its report
+    assert [saved["events"] for _, saved in reported] == run.publisher.published
+    decoded = [[decode_event(data) for data in events] for events in run.publisher.published]
+    assert [[(event.type, getattr(event, "split", None), event.epoch) for event in events] for events in decoded] == [
+        [("metrics", "train", 1), ("metrics", "val", 1), ("best", None, 1)],
+        [("metrics", "train", 2), ("metrics", "val", 2), ("best", None, 2)],
+        [("metrics", "train", 3), ("metrics", "val", 3), ("metrics", "test", 2), ("best", None, 3)]]
+
+
+def test_the_lr_follows_the_world_size_under_linear_scaling(dataset_dir, monkeypatch):
+    """lr_scaling: linear against a minimum of 1 worker: 2 workers train at twice the lr; a restart
+    of that checkpoint on 1 worker goes back to the spec's lr (the schedule where it stood)."""
+    trial = TrialSpec(name="000_unet", arch="unet", model=MODEL,
+                      train=TrainParams(epochs=2, batch_size=4, lr=0.01, lr_scaling="linear", scheduler="cosine"))
+    context = context_for(dataset_dir, "elastic-lr")
+    two = build_trial_run(trial, context, 0, 2, torch.device("cpu"), lambda m: m)
+    two = dataclasses.replace(two, publisher=RecordingPublisher())
+    state, _, _, reported = train_scripted_epochs(two, monkeypatch, [0.5, 0.6])
+    first = reported[0][1]
+    assert first["lr_scale"] == 2.0 and reported[0][0]["lr"] == pytest.approx(0.02)
+    one = build_trial_run(trial, context, 0, 1, torch.device("cpu"), lambda m: m)
+    resumed = start_iteration(one, 1, first)
+    on_two = start_iteration(two, 1, first)
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(on_two.optimizer.param_groups[0]["lr"] / 2)
+    assert resumed.scheduler.base_lrs == pytest.approx([0.01])

@@ -75,7 +75,7 @@ def test_watch_follows_the_job_until_it_ends(redis_url, redis_client, tmp_path):
     line = next(line for line in stdout.splitlines() if "000_unet_lr=0.001" in line)
     # status, epoch, last train loss, last and best val mIoU, best epoch, time, images/s
     cells = [cell.strip() for cell in line.strip("│ ").split("│")]
-    assert cells == ["000_unet_lr=0.001", "unet", "finished", "3", "0.3333", "0.400", "0.500", "2", "6.0s", "5.0"]
+    assert cells == ["000_unet_lr=0.001", "unet", "finished", "3", "-", "0.3333", "0.400", "0.500", "2", "6.0s", "5.0"]
 
 
 def test_watch_exits_1_when_the_job_failed(redis_url, redis_client, tmp_path):

@@ -50,6 +50,7 @@ class TrainMetrics(Contract):
     images: int
     images_per_s: float
     peak_memory_mb: float | None = None
+    world_size: int | None = None  # the workers the epoch ran on (an elastic trial's change with resizes)
 
 
 class SplitScores(Contract):
@@ -74,8 +75,10 @@ class TrialEvent(Contract):
     status: TrialStatus | None = None
     arch: str | None = None
     params: dict[str, Any] | None = None
-    workers: int | None = None
+    workers: int | None = None  # an elastic trial's minimum
+    workers_max: int | None = None  # an elastic trial's maximum
     gpus_per_worker: float | None = None
+    cpus_per_worker: float | None = None
     cpus: float | None = None  # the CPUs the trial holds from Ray: its workers' and its Tune trial's own
     gpus: float | None = None  # the GPUs it holds (workers x gpus_per_worker)
     runner: Literal["trial", "train"] | None = None  # where it trains: in its Tune trial, or through Ray Train

@@ -12,6 +12,7 @@ nothing from the control plane.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import threading
 import time
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 BUFFER_LIMIT = 10_000
 STREAM_MAXLEN = 100_000
 PAUSE_MIN_S, PAUSE_MAX_S = 0.5, 5.0  # between send attempts while Redis is away
+READ_BACK_PAGE = 2000  # stream entries per read when a restart looks for its restored epoch's events
+CLOCK_MARGIN_MS = 60_000
 
 
 class MetricsPublisher:
@@ -68,6 +71,37 @@ class MetricsPublisher:
 
     def publish(self, event: BaseModel, bounded: bool = True) -> None:
         """Buffer the event for the sender thread; never blocks on Redis."""
+        self.publish_encoded([encode_event(event)], bounded)
+
+    def publish_unless_sent(self, encoded: list[str]) -> int:
+        """Publish those of `encoded` (events as encode_event wrote them) that the stream does not
+        hold yet: a restart's restored epoch, whose events the process that stored its checkpoint
+        may not have sent. Reads the stream back from a minute before the oldest event (the stream's
+        ids are Redis's clock, the events' times this node's); if Redis cannot be read, publishes
+        them all (the aggregator keys each, so a replay adds nothing to the summary)."""
+        oldest_ms = int(min(json.loads(data)["ts"] for data in encoded) * 1000) - CLOCK_MARGIN_MS
+        missing, newest = set(encoded), "+"
+        try:
+            while missing:
+                page = self.client.xrevrange(self.stream, max=newest, min=f"{oldest_ms}-0", count=READ_BACK_PAGE)
+                missing -= {fields.get(b"data", b"").decode() for _, fields in page}
+                if len(page) < READ_BACK_PAGE:
+                    break
+                newest = f"({page[-1][0].decode()}"  # exclusive: the page's oldest entry was read
+        except redis.exceptions.RedisError as error:
+            log.warning("%s: cannot read the stream back (%s); the restored epoch's events are published again",
+                        self.trial, error)
+        unsent = [data for data in encoded if data in missing]
+        self.publish_encoded(unsent)
+        return len(unsent)
+
+    def publish_encoded(self, encoded: list[str], bounded: bool = True) -> None:
+        """Buffer encoded events for the sender thread, in order; never blocks on Redis."""
+        for data in encoded:
+            self.append(data, bounded)
+        self.wake.set()
+
+    def append(self, data: str, bounded: bool) -> None:
         with self.lock:
             if bounded and len(self.buffer) >= self.buffer_limit:
                 self.buffer.popleft()
@@ -75,8 +109,7 @@ class MetricsPublisher:
                 if self.dropped == 1 or self.dropped % 1000 == 0:
                     log.warning("metrics buffer of %s is full (%d events): %d dropped so far",
                                 self.trial, self.buffer_limit, self.dropped)
-            self.buffer.append((next(self.sequence), encode_event(event)))
-        self.wake.set()
+            self.buffer.append((next(self.sequence), data))
 
     def flush(self) -> bool:
         """Send what is buffered now; False (and keep it) if Redis is unreachable."""

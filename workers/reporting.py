@@ -1,5 +1,11 @@
 """What a trial tells the outside after each epoch: rank 0's events to Redis, and the report (with
-its checkpoint) through the trial's channel (workers.trial_channel) to Tune's scheduler."""
+its checkpoint) through the trial's channel (workers.trial_channel) to Tune's scheduler.
+
+An epoch's events are published once its checkpoint is stored, and the checkpoint holds them: a
+restart (a lost worker, an elastic resize) resumes from the newest stored checkpoint, so it never
+trains a published epoch again, and it publishes the restored epoch's events if the stream does not
+hold them yet (workers.publisher.MetricsPublisher.publish_unless_sent). Every (epoch, split) is
+published once, whatever the world size the trial goes on with."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +17,7 @@ import torch
 
 from seg_models.metrics import SCORE_NAMES
 from workers.checkpointing import RETENTION_SCORE, BestWeights, checkpoint_state, save_checkpoint, scoring_setup
+from workers.events import BestEvent, MetricsEvent, encode_event
 from workers.trial_run import IterationState, Progress, TrialRun
 
 # The last report of a trial says so: Tune's schedulers may stop a trial at any report, so the
@@ -22,12 +29,19 @@ FINAL_REPORT = "final_report"
 TRIAL_DONE = "trial_done"
 
 
-def publish_epoch(run: TrialRun, iteration: int, epoch: int, train_metrics: dict, scores: dict,
-                  progress: Progress) -> None:
-    run.publisher.metrics_event("train", epoch, train_metrics, iteration)
-    for name, split_scores in scores.items():
-        run.publisher.metrics_event(name, epoch, split_scores, iteration)
-    run.publisher.best_event(iteration, epoch, progress.best_epoch, progress.best_metric, run.target)
+def epoch_events(run: TrialRun, iteration: int, epoch: int, train_metrics: dict, scores: dict,
+                 progress: Progress, test_epoch: int | None = None) -> list[str]:
+    """Rank 0's events of an epoch, encoded: its training figures, each scored split's scores (the
+    test split's at `test_epoch` when it was scored once, with the best epoch's weights) and the
+    best-epoch decision after it."""
+    trial = run.trial.name
+    events = [MetricsEvent(trial=trial, iteration=iteration, epoch=epoch, split="train", metrics=train_metrics)]
+    events += [MetricsEvent(trial=trial, iteration=iteration, split=name, metrics=split_scores,
+                            epoch=test_epoch if name == "test" and test_epoch else epoch)
+               for name, split_scores in scores.items()]
+    events.append(BestEvent(trial=trial, iteration=iteration, epoch=epoch, best_epoch=progress.best_epoch,
+                            value=progress.best_metric, metric=run.target.metric, mode=run.target.mode))
+    return [encode_event(event) for event in events]
 
 
 def rankable(value: float | None, mode: str) -> float:
@@ -57,9 +71,10 @@ def epoch_report(run: TrialRun, state: IterationState, progress: Progress, epoch
 
 
 def report_with_checkpoint(run: TrialRun, state: IterationState, progress: Progress, best: BestWeights,
-                           epoch: int, report: dict) -> None:
+                           epoch: int, report: dict, events: list[str]) -> None:
     """The checkpoint also holds the iteration's best weights when they are not its own model, so
-    a restart still ends the iteration (and scores its test split) with the model its best epoch scored."""
+    a restart still ends the iteration (and scores its test split) with the model its best epoch
+    scored; and the epoch's `events`, which rank 0 publishes once the checkpoint is stored."""
     scoring = scoring_setup(run.world_size, run.trial.train.batch_size)
     with tempfile.TemporaryDirectory() as directory:
         if run.is_main:
@@ -67,8 +82,9 @@ def report_with_checkpoint(run: TrialRun, state: IterationState, progress: Progr
                 run.core, run.trial, run.context, run.manifest, optimizer=state.optimizer.state_dict(),
                 scheduler=state.scheduler.state_dict() if state.scheduler is not None else None,
                 scaler=state.scaler.state_dict(), progress=dataclasses.asdict(progress), epoch=epoch, metrics=report,
-                best_model=best.checkpoint_entry(epoch), scoring=scoring))
-        run.channel.report(report, Path(directory) if run.is_main else None)
+                best_model=best.checkpoint_entry(epoch), scoring=scoring, lr_scale=run.lr_scale, events=events))
+        run.channel.report(report, Path(directory) if run.is_main else None,
+                           publish=lambda: run.publisher.publish_encoded(events) if run.publisher else None)
 
 
 def peak_memory_mb(device: torch.device) -> float:

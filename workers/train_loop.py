@@ -17,8 +17,8 @@ from seg_models.base import split_outputs
 from workers.checkpointing import BestWeights, load_checkpoint
 from workers.data import EpochRows, IterationLoader, SplitDataset, make_loader, to_model_input, to_model_target
 from workers.evaluation import broadcast_buffers, evaluate
-from workers.optim import apply_hyperparameters, build_optimizer, build_scheduler, step_scheduler
-from workers.reporting import epoch_report, peak_memory_mb, publish_epoch, rankable, report_with_checkpoint
+from workers.optim import apply_hyperparameters, build_optimizer, build_scheduler, rescale_lr, step_scheduler
+from workers.reporting import epoch_events, epoch_report, peak_memory_mb, rankable, report_with_checkpoint
 from workers.saliency_iterations import finish_iteration, last_finished_iteration, masks_dir, prepare_iteration
 from workers.seeding import loader_seed, seed_globals, worker_seed
 from workers.shards import rank_indices
@@ -31,7 +31,7 @@ def train_loop_per_worker(config: dict) -> None:
     """A Ray Train worker's loop function (jobs.execution.sweep.trainer_for)."""
     start_from = StartFrom.model_validate(config["start_from"]) if config.get("start_from") else None
     train_trial(TrialSpec.model_validate(config["trial"]), TrialContext.model_validate(config["context"]),
-                RayTrainChannel(config.get("decisions")), start_from)
+                RayTrainChannel(config.get("decisions"), config.get("run_dir")), start_from)
 
 
 def train_trial(trial: TrialSpec, context: TrialContext, channel, start_from: StartFrom | None) -> None:
@@ -82,6 +82,8 @@ def restore(run: TrialRun, start_from: StartFrom | None) -> tuple[Progress, dict
         if run.trial.load_from:  # the spec's starting weights (checked at submission to fit)
             run.core.load_state_dict(load_checkpoint(run.trial.load_from, map_location=run.device)["model"])
         return Progress(), None
+    if run.publisher and saved.get("events"):  # stored, but the process that stored it may not have sent them
+        run.publisher.publish_unless_sent(saved["events"])
     run.core.load_state_dict(saved["model"])
     return Progress(**saved["progress"]), saved
 
@@ -91,14 +93,15 @@ def taken_over(saved: dict) -> dict:
     but not its best epoch: the trial that takes it over decides its own best among the epochs it
     trains from here on (and scores its test split with that epoch's weights)."""
     progress = {**saved["progress"], "best_metric": None, "best_epoch": 0, "epochs_without_improvement": 0}
-    return {**saved, "progress": progress, "best_model": None}
+    return {**saved, "progress": progress, "best_model": None, "events": None}  # the donor's events are its own
 
 
 def start_iteration(run: TrialRun, iteration: int, saved: dict | None) -> IterationState:
     """Fresh optimizer and schedule per iteration, or the saved ones when resuming inside it."""
     keep_masks = prepare_iteration(run, iteration, resuming=saved is not None)
     train = run.trial.train
-    optimizer = build_optimizer(run.model.parameters(), train.optimizer, train.lr, train.weight_decay, train.momentum)
+    optimizer = build_optimizer(run.model.parameters(), train.optimizer, train.lr * run.lr_scale, train.weight_decay,
+                                train.momentum)
     scheduler = build_scheduler(optimizer, train.scheduler, train.epochs, train.warmup_epochs, run.target.mode)
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
@@ -106,6 +109,8 @@ def start_iteration(run: TrialRun, iteration: int, saved: dict | None) -> Iterat
             scheduler.load_state_dict(saved["scheduler"])
         # PBT hands over another trial's state under mutated hyperparameters: written into every group
         apply_hyperparameters(optimizer, scheduler, train, saved["trial"]["train"]["lr"])
+        # an elastic trial restarted on another world size: the lr follows it (lr_scaling: linear)
+        rescale_lr(optimizer, scheduler, run.lr_scale / saved.get("lr_scale", 1.0))
     scaler = torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16)
     if saved is not None and saved.get("scaler") and scaler.is_enabled():
         scaler.load_state_dict(saved["scaler"])
@@ -136,14 +141,13 @@ def train_epochs(run: TrialRun, state: IterationState, progress: Progress, best:
         final = epoch == train.epochs or progress.patience_exhausted(train.early_stop_patience)
         if final:  # the checkpoint says the iteration is over: a restart from it trains no more epochs
             progress.next_epoch = train.epochs + 1
-        # Published before the checkpoint is reported: a restart re-runs this epoch and its events
-        # replace these (same trial, iteration, epoch, split), so nothing is lost or doubled.
-        if run.publisher:
-            publish_epoch(run, state.iteration, epoch, train_metrics, scores, progress)
-        if final:
-            scores |= score_test_once(run, state.iteration, best)
+        test_epoch = None
+        if final and "test" in run.datasets and "test" not in scores:
+            scores["test"], test_epoch = score_test_once(run, best), best.epoch
+        events = (epoch_events(run, state.iteration, epoch, train_metrics, scores, progress, test_epoch)
+                  if run.is_main else [])
         report = epoch_report(run, state, progress, epoch, train_metrics, scores, final)
-        report_with_checkpoint(run, state, progress, best, epoch, report)
+        report_with_checkpoint(run, state, progress, best, epoch, report, events)
         if final:
             break
     return trained
@@ -161,18 +165,14 @@ def evaluate_split(run: TrialRun, name: str) -> dict:
                     run.manifest, run.memory_format, train.loader_workers, run.pin_memory)
 
 
-def score_test_once(run: TrialRun, iteration: int, best: BestWeights) -> dict:
+def score_test_once(run: TrialRun, best: BestWeights) -> dict:
     """The test split, scored with the best epoch's weights before the last report (a scheduler
     may end the trial at any report), published as that epoch's test scores."""
-    if "test" not in run.datasets or "test" in epoch_splits(run):
-        return {}
     current = {name: value.detach().clone() for name, value in run.core.state_dict().items()}
     run.core.load_state_dict(best.weights)
     scores = evaluate_split(run, "test")
     run.core.load_state_dict(current)
-    if run.publisher:
-        run.publisher.metrics_event("test", best.epoch, scores, iteration)
-    return {"test": scores}
+    return scores
 
 
 def train_one_epoch(run: TrialRun, state: IterationState, epoch: int) -> dict:
@@ -197,7 +197,7 @@ def train_one_epoch(run: TrialRun, state: IterationState, epoch: int) -> dict:
     return {"loss": float(totals[0] / totals[1]), "lr": group["lr"], "weight_decay": group["weight_decay"],
             "momentum": group.get("momentum"),
             "epoch_time_s": elapsed, "images": int(totals[1]), "images_per_s": float(totals[1]) / elapsed,
-            "peak_memory_mb": peak_memory_mb(run.device)}
+            "peak_memory_mb": peak_memory_mb(run.device), "world_size": run.world_size}
 
 
 def epoch_rows(run: TrialRun, iteration: int, epoch: int) -> np.ndarray:

@@ -51,6 +51,14 @@ class TrialRun:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def lr_scale(self) -> float:
+        """What the spec's lr is multiplied by on this world size: world size / the job's minimum
+        workers under `lr_scaling: linear` (the global batch grows with the world), else 1."""
+        if self.trial.train.lr_scaling == "linear":
+            return self.world_size / self.context.min_workers
+        return 1.0
+
 
 def build_trial_run(trial: TrialSpec, context: TrialContext, rank: int, world_size: int, device: torch.device,
                     prepare_model: Callable[[torch.nn.Module], torch.nn.Module]) -> TrialRun:

@@ -22,6 +22,8 @@ class TrainParams(Strict):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)
+    lr_scaling: Literal["none", "linear"] = Field("none", description="linear: the lr is multiplied by world size / "
+                                                  "the job's minimum workers (elastic trials)")
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -97,3 +99,4 @@ class TrialContext(Strict):
     redis_url: str
     events_stream: str  # the Redis stream key rank 0 publishes to (the key schema lives in jobs.keys)
     target: Target = Field(default_factory=Target)
+    min_workers: int = Field(1, ge=1)  # the world size `lr_scaling` scales from (an elastic trial's minimum)

@@ -87,7 +87,8 @@ ARCH = typer.Option(None, "--arch", help="architectures, comma-separated (one tr
 LR = typer.Option(None, "--lr", help="learning rates, comma-separated (grid)")
 BATCH_SIZE = typer.Option(None, "--batch-size", help="batch sizes per worker, comma-separated (grid)")
 EPOCHS = typer.Option(None, "--epochs", help="epochs (per iteration for saliency jobs)")
-WORKERS = typer.Option(None, "--workers-per-trial", help="DDP workers per trial")
+WORKERS = typer.Option(None, "--workers-per-trial", help="DDP workers per trial: N, or an elastic range MIN-MAX "
+                                                          "(e.g. 1-4: starts once 1 fits, grows to 4)")
 CPUS = typer.Option(None, "--cpus-per-worker")
 GPUS = typer.Option(None, "--gpus-per-worker")
 NAME = typer.Option(None, "--name")
@@ -116,7 +117,7 @@ def submit_sweep(
     lr: Optional[str] = LR,
     batch_size: Optional[str] = BATCH_SIZE,
     epochs: Optional[int] = EPOCHS,
-    workers_per_trial: Optional[int] = WORKERS,
+    workers_per_trial: Optional[str] = WORKERS,
     cpus_per_worker: Optional[float] = CPUS,
     gpus_per_worker: Optional[float] = GPUS,
     search: Optional[str] = SEARCH,
@@ -157,7 +158,7 @@ def submit_saliency(
     lr: Optional[str] = LR,
     batch_size: Optional[str] = BATCH_SIZE,
     epochs: Optional[int] = EPOCHS,
-    workers_per_trial: Optional[int] = WORKERS,
+    workers_per_trial: Optional[str] = WORKERS,
     cpus_per_worker: Optional[float] = CPUS,
     gpus_per_worker: Optional[float] = GPUS,
     load_from: Optional[str] = LOAD_FROM,
@@ -193,7 +194,7 @@ def submit_and_follow(ctx: typer.Context, model, spec_data: dict, source: str | 
                       dry_run: bool = False, priority: int = 0) -> None:
     from jobs.lifecycle.submit import submit
 
-    from jobs.lifecycle.plan import plan, validate
+    from jobs.lifecycle.plan import fits_now_line, plan, validate
 
     mlflow_uri = settings_of(ctx).mlflow_uri
     if mlflow_uri and not spec_data["tracking"].get("mlflow"):  # the flag and the spec file come first
@@ -201,6 +202,8 @@ def submit_and_follow(ctx: typer.Context, model, spec_data: dict, source: str | 
     spec, trials = validate(model, spec_data, source, manifest_required=settings_of(ctx).embedded())
     if dry_run:
         lines, verdict = plan(spec, trials)
+        if spec.resources.elastic:
+            lines.append(fits_now_line(spec.resources, *cluster_size(settings_of(ctx))))
         print("\n".join(lines))
         err.print(verdict)
         return
@@ -217,6 +220,23 @@ def submit_and_follow(ctx: typer.Context, model, spec_data: dict, source: str | 
             print(record.id)
             exit_unless_finished(final)
     print(record.id)
+
+
+def cluster_size(settings: Settings) -> tuple[float | None, float | None, int]:
+    """The running cluster's CPUs, GPUs and nodes (None, None, 0 when none is running or it does not
+    answer); nothing is started."""
+    from cluster.connect import find_dashboard_url
+    from cluster.local_nodes import alive_nodes
+
+    url = find_dashboard_url(settings)
+    try:
+        nodes = alive_nodes(url) if url else []
+    except Exception:  # the dry run stays a dry run when Ray does not answer
+        nodes = []
+    if not nodes:
+        return None, None, 0
+    return (sum(node["resources"].get("CPU", 0) for node in nodes),
+            sum(node["resources"].get("GPU", 0) for node in nodes), len(nodes))
 
 
 def follow_with_progress(client, jobs, record):

@@ -31,32 +31,41 @@ from workers.saliency import iteration_dir
 def trainer_for(trial: TrialSpec, context: TrialContext, resources: Resources, callbacks: list,
                 run_name: str | None = None, start_from: StartFrom | None = None, keep_all: bool = False,
                 decisions=None):
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from workers.train_loop import train_loop_per_worker
 
-    use_gpu = resources.gpus_per_worker > 0
-    per_worker = {"CPU": resources.cpus_per_worker}
-    if use_gpu:
-        per_worker["GPU"] = resources.gpus_per_worker
+    run_name = run_name or f"{context.job_id}-{trial.name}"
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"trial": trial.model_dump(), "context": context.model_dump(),
-                           "start_from": start_from.model_dump() if start_from else None, "decisions": decisions},
-        scaling_config=ScalingConfig(num_workers=resources.workers_per_trial, use_gpu=use_gpu,
-                                     resources_per_worker=per_worker,
-                                     placement_strategy=resources.placement.upper()),
+                           "start_from": start_from.model_dump() if start_from else None, "decisions": decisions,
+                           "run_dir": storage.join(context.storage, "train", run_name)},
+        scaling_config=scaling_config(resources),
         # Survivors of a dead rank fail their collective after this long, and the group restarts.
         torch_config=TorchConfig(timeout_s=resources.collective_timeout_s),
         run_config=RunConfig(
-            name=run_name or f"{context.job_id}-{trial.name}",
+            name=run_name,
             storage_path=storage.join(context.storage, "train"),
             failure_config=FailureConfig(max_failures=resources.max_failures),
             checkpoint_config=checkpoint_config(keep_all),
             callbacks=callbacks,
         ),
     )
+
+
+def scaling_config(resources: Resources):
+    """A trial's workers: a fixed count, or an elastic (min, max) range whose size Ray Train looks
+    at every `resize_interval_s` (a resize restarts the worker group from its last checkpoint)."""
+    from ray.train import ScalingConfig
+
+    use_gpu = resources.gpus_per_worker > 0
+    per_worker = {"CPU": resources.cpus_per_worker} | ({"GPU": resources.gpus_per_worker} if use_gpu else {})
+    workers = (resources.min_workers, resources.max_workers) if resources.elastic else resources.workers_per_trial
+    return ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker,
+                         placement_strategy=resources.placement.upper(),
+                         elastic_resize_monitor_interval_s=resources.resize_interval_s)
 
 
 def checkpoint_config(keep_all: bool = False):
@@ -84,8 +93,10 @@ def run_trial(config: dict) -> None:
     params = {"model": trial.model, "train": trial.train.model_dump()}
     if trial.saliency:
         params["saliency"] = trial.saliency.model_dump()
-    facts = {"arch": trial.arch, "params": params, "workers": resources.workers_per_trial,
-             "gpus_per_worker": resources.gpus_per_worker, "cpus": resources.trial_cpus, "gpus": resources.trial_gpus,
+    facts = {"arch": trial.arch, "params": params, "workers": resources.min_workers,
+             "workers_max": resources.max_workers if resources.elastic else None,
+             "gpus_per_worker": resources.gpus_per_worker, "cpus_per_worker": resources.cpus_per_worker,
+             "cpus": resources.trial_cpus, "gpus": resources.trial_gpus,
              "runner": "trial" if resources.trains_in_trial else "train"}
     started = time.time()
     publisher.trial_event("running", **facts)
@@ -209,7 +220,7 @@ def run_trials(job_id: str, data: str, trials: list[TrialSpec], resources: Resou
     # Trial configs land in Tune's files under storage: the URL goes there without its password.
     context = TrialContext(job_id=job_id, data=data, storage=deployment.storage,
                            redis_url=public_url(deployment.redis_url),
-                           events_stream=keys.events(job_id), target=target)
+                           events_stream=keys.events(job_id), target=target, min_workers=resources.min_workers)
     constants = {"context": context.model_dump(), "resources": resources.model_dump(), "scheduler": spec.scheduler.kind}
     scheduler = tuning.scheduler_for(spec.scheduler, target, max_trial_epochs(spec, trials), spec.train,
                                      spec.search_seed)

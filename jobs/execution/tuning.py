@@ -404,13 +404,14 @@ class InTrialChannel:
                 continue
         return None
 
-    def report(self, metrics: dict, directory: Path | None) -> None:
+    def report(self, metrics: dict, directory: Path | None, publish: Callable[[], None] = lambda: None) -> None:
         location = None
         if directory is not None:
             location = storage.join(self.run_dir, f"{CHECKPOINT_PREFIX}{metrics['iteration']:03d}_{metrics['epoch']:04d}")
             storage.upload_dir(directory, location)
             for unkept in self.retention.add(location, metrics[RETENTION_SCORE]):
                 storage.delete_dir(unkept)
+        publish()  # the checkpoint is stored: a restart resumes from it, and never trains this epoch again
         self.last_report = self.reports.report({"metrics": dict(metrics), "checkpoint": location})
 
     def done(self) -> None:

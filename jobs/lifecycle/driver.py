@@ -29,13 +29,14 @@ from workers.redis_client import open_redis
 from workers.trial_spec import TrialSpec
 
 log = logging.getLogger("segq.driver")
+FOLLOW_BLOCK_MS = 200
 
 
 def check_fits_cluster(resources: Resources) -> None:
     import ray
 
     available = ray.cluster_resources()
-    workers, cpus_per_worker = resources.workers_per_trial, resources.cpus_per_worker
+    workers, cpus_per_worker = resources.min_workers, resources.cpus_per_worker  # an elastic trial starts with its min
     cpus_needed = resources.trial_cpus
     if cpus_needed > available.get("CPU", 0) + 1e-9:
         raise SpecError(
@@ -78,7 +79,8 @@ def run_admitted(client: redis.Redis, record: JobRecord, deployment: Deployment,
     job_id = record.id
     aggregator = Aggregator(client, job_id)
     stop = threading.Event()
-    follower = threading.Thread(target=aggregator.follow, args=(stop,), daemon=True)
+    # Each wait for new events lasts at most FOLLOW_BLOCK_MS: the job's end waits for the last one.
+    follower = threading.Thread(target=aggregator.follow, args=(stop, FOLLOW_BLOCK_MS), daemon=True)
     follower.start()
     try:
         import ray

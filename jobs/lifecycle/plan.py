@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.spec import SaliencySpec, expand_trials, parse_spec
+from jobs.spec import TRIAL_DRIVER_CPUS, SaliencySpec, expand_trials, parse_spec
 from seg_models.exceptions import SpecError
 from workers.shards import read_manifest
 from workers.trial_spec import TrainParams, TrialSpec
@@ -69,14 +69,36 @@ def varying_fields(spec, trials: list) -> list[str]:
 
 
 def resources_line(resources, count: int) -> str:
-    """What the trials ask for, one trial and all of them together."""
+    """What the trials ask for, one trial and all of them together (an elastic trial: from its
+    `min` workers to its `max`)."""
     workers = resources.workers_per_trial
-    cpus, gpus = workers * resources.cpus_per_worker, workers * resources.gpus_per_worker
+    cpus, gpus = resources.min_workers * resources.cpus_per_worker, resources.min_workers * resources.gpus_per_worker
+    total = f"{count * cpus:g} CPU, {count * gpus:g} GPU"
+    if resources.elastic:
+        workers = f"{resources.min_workers}-{resources.max_workers} (elastic)"
+        most = resources.max_workers * count
+        total = (f"{total} to {most * resources.cpus_per_worker:g} CPU, {most * resources.gpus_per_worker:g} GPU")
     line = (f"resources: {count} trials x {workers} worker(s) x ({resources.cpus_per_worker:g} CPU, "
-            f"{resources.gpus_per_worker:g} GPU) = {count * cpus:g} CPU, {count * gpus:g} GPU in all")
+            f"{resources.gpus_per_worker:g} GPU) = {total} in all")
     if resources.max_concurrent_trials:
         line += f"; at most {resources.max_concurrent_trials} trials at once"
     return f"{line}; {resources.path}"
+
+
+def fits_now_line(resources, cluster_cpus: float | None, cluster_gpus: float | None, nodes: int) -> str:
+    """How many workers of one trial the cluster as it is now holds (its total CPUs and GPUs)."""
+    if cluster_cpus is None:
+        return "fits now: no cluster running to compare with (start one with `segq up` or pass --address)"
+    spare = cluster_cpus - (0 if resources.trains_in_trial else TRIAL_DRIVER_CPUS)
+    fits = int(spare / resources.cpus_per_worker + 1e-9)
+    if resources.gpus_per_worker:
+        fits = min(fits, int((cluster_gpus or 0) / resources.gpus_per_worker + 1e-9))
+    verdict = ("a trial starts" if fits >= resources.min_workers else
+               f"a trial waits until {resources.min_workers} fit (add nodes: `segq up --nodes N`)")
+    grows = (f", and grows to {min(fits, resources.max_workers)}"
+             if resources.elastic and fits > resources.min_workers else "")
+    return (f"fits now: {fits} worker(s) on the cluster's {cluster_cpus:g} CPU, {cluster_gpus or 0:g} GPU in {nodes} "
+            f"node(s): {verdict}{grows}")
 
 
 def plan(spec, trials: list) -> tuple[list[str], str]:

@@ -17,7 +17,7 @@ from jobs.lifecycle import queue
 from jobs.deployment import Deployment
 from jobs.exceptions import ClusterError, JobAlreadyEnded
 from jobs.records import JobRecord, JobStatus, new_job_id, set_status
-from jobs.spec import JobSpec
+from jobs.spec import JobSpec, Resources
 from workers.trial_spec import TrialSpec
 
 if TYPE_CHECKING:
@@ -65,12 +65,18 @@ def submit_driver(client: redis.Redis, jobs: "JobSubmissionClient", record: JobR
             submission_id=record.ray_submission_id,
             metadata={"segq_id": record.id, "kind": record.kind, "spec_hash": spec_hash(record.spec),
                       "name": record.name},
-            runtime_env={"env_vars": deployment.to_env()},
+            runtime_env={"env_vars": deployment.to_env() | job_env(record)},
         )
     except Exception as error:  # the Jobs client raises RuntimeError/ConnectionError
         queue.release(client, record.id)
         set_status(client, record.id, JobStatus.FAILED, error=f"submission failed: {error}")
         raise ClusterError(f"submitting {record.id} to {dashboard_url} failed: {error}") from None
+
+
+def job_env(record: JobRecord) -> dict[str, str]:
+    """What the job's own resources set in its environment: how long Ray Train waits for a worker group."""
+    resources = Resources.model_validate(record.spec.get("resources") or {})
+    return {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": f"{resources.start_timeout_s:g}"}
 
 
 def ray_job_status(jobs: "JobSubmissionClient", submission_id: str) -> str | None:

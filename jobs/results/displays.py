@@ -87,7 +87,7 @@ def watch_table(snapshot: Snapshot) -> Table:
     updated = snapshot.note or f"updated {time.strftime('%H:%M:%S')}"
     caption = " · ".join(part for part in (best_text(record, rows), updated) if part)
     table = Table(title=title, caption=caption)
-    columns = ["trial", "arch", "status", *(["iteration"] if saliency else []), "epoch", "train loss",
+    columns = ["trial", "arch", "status", *(["iteration"] if saliency else []), "epoch", "workers", "train loss",
                "val mIoU", "best mIoU", "best epoch", "time", "img/s"]
     for column in columns:
         # Trial names say what varies: wrap them rather than cut them on a narrow terminal.
@@ -98,7 +98,8 @@ def watch_table(snapshot: Snapshot) -> Table:
                  Text(row["status"], style=STATUS_STYLES.get(row["status"], ""))]
         if saliency:
             cells.append(str(row["iteration"]))
-        cells += [str(row["epochs"]), number(last(row["train_loss"]), 4), number(last(row["val_miou_curve"])),
+        cells += [str(row["epochs"]), str(last(row["world_sizes"]) or "-"), number(last(row["train_loss"]), 4),
+                  number(last(row["val_miou_curve"])),
                   number((row["val"] or {}).get("miou")), str(row["best_epoch"] or "-"),
                   duration(row["train_time_s"]), number(row["images_per_s"], 1)]
         table.add_row(*cells)

@@ -103,6 +103,8 @@ def build_row(record: JobRecord, trial: str, facts: dict, measurements: dict, de
         "val": scores_at(measurements, iteration, best_epoch, "val"),
         "test": scores_at(measurements, iteration, best_epoch, "test"),
         "train_loss": [event["loss"] for event in train_events],
+        "world_sizes": [event.get("world_size") for event in train_events],  # per epoch (elastic trials vary)
+        "workers": world_size_changes(train_events),
         "val_miou_curve": [val[epoch].get("miou") for epoch in sorted(val)],
         "num_params": facts.get("num_params"),
         "best_checkpoint": facts.get("best_checkpoint"),
@@ -124,13 +126,16 @@ def build_row(record: JobRecord, trial: str, facts: dict, measurements: dict, de
 
 def cost_fields(facts: dict, train_events: list[dict]) -> dict:
     """Training time, throughput and device-hours: the GPUs and, apart, the CPUs the trial held,
-    each times the wall time of its runs (start-up, epochs and evaluation); `device_hours` is the
-    GPU-hours of a trial on GPUs, the CPU-hours of one on CPUs."""
+    each times the wall time of its runs (start-up, epochs and evaluation); an elastic trial's
+    (elastic_hours) count each epoch at the world size it ran on. `device_hours` is the GPU-hours
+    of a trial on GPUs, the CPU-hours of one on CPUs."""
     train_time = sum(event["epoch_time_s"] for event in train_events)
     images = sum(event["images"] for event in train_events)
     wall_time = sum(segment["seconds"] for segment in (facts.get("run_segments") or {}).values())
     gpus, cpus = facts.get("gpus") or 0, facts.get("cpus") or 0
     gpu_hours, cpu_hours = round(wall_time * gpus / 3600, 6), round(wall_time * cpus / 3600, 6)
+    if facts.get("workers_max"):
+        gpu_hours, cpu_hours = elastic_hours(facts, train_events)
     images_per_s = round(images / train_time, 3) if train_time else None
     return {
         "train_time_s": round(train_time, 3),
@@ -146,6 +151,23 @@ def cost_fields(facts: dict, train_events: list[dict]) -> dict:
             "peak_memory_mb": max((event.get("peak_memory_mb") or 0 for event in train_events), default=None),
         },
     }
+
+
+def elastic_hours(facts: dict, train_events: list[dict]) -> tuple[float, float]:
+    """An elastic trial's GPU- and CPU-hours: each epoch's time (training and evaluation) x the
+    world size it ran on x each worker's GPUs and CPUs."""
+    worker_seconds = sum((event.get("world_size") or facts.get("workers") or 1)
+                         * (event["epoch_time_s"] + (event.get("eval_time_s") or 0)) for event in train_events)
+    return (round(worker_seconds * (facts.get("gpus_per_worker") or 0) / 3600, 6),
+            round(worker_seconds * (facts.get("cpus_per_worker") or 0) / 3600, 6))
+
+
+def world_size_changes(train_events: list[dict]) -> str | None:
+    """The workers each epoch ran on, a change at a time: `2`, or `1->2->1` for an elastic trial
+    that grew and shrank (None before the first epoch, or from events without it)."""
+    sizes = [event.get("world_size") for event in train_events if event.get("world_size")]
+    changes = [size for index, size in enumerate(sizes) if index == 0 or size != sizes[index - 1]]
+    return "->".join(map(str, changes)) or None
 
 
 def saliency_fields(step: dict, iteration: int) -> dict:

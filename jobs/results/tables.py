@@ -122,7 +122,7 @@ def comparison_header(params: list[str], multi_job: bool, saliency: bool, compac
     header = (["job"] if multi_job else []) + ["trial", "arch"] + params
     header += ["iteration", "kept", "Δ val mIoU vs it. 1"] if saliency else []
     header += [SCORE_HEADINGS[name] for name in SCORE_NAMES] + ["test mIoU"]
-    header += ["best epoch", "epochs", "status", "train s", "images/s", "params"]
+    header += ["best epoch", "epochs", "status", "workers", "train s", "images/s", "params"]
     return header + ([] if compact else ["device-h", "mIoU/device-h", "peak MB"])
 
 
@@ -138,8 +138,9 @@ def score_cells(row: dict) -> list[str]:
 
 def run_cells(row: dict) -> list[str]:
     status = row["status"] + (" (stopped early)" if row.get("stopped_early") else "")
-    return [fmt(row["best_epoch"]), str(row["epochs"]), status, fmt(row["train_time_s"], 1),
-            fmt(row["images_per_s"], 1), f"{row['num_params']:,}" if row["num_params"] else "-"]
+    return [fmt(row["best_epoch"]), str(row["epochs"]), status, row.get("workers") or "-",
+            fmt(row["train_time_s"], 1), fmt(row["images_per_s"], 1),
+            f"{row['num_params']:,}" if row["num_params"] else "-"]
 
 
 def cost_cells(row: dict) -> list[str]:

@@ -63,7 +63,7 @@ class ExportFollower:
                                           block=block_ms)
         return response[0][1] if response else []
 
-    def follow(self, stop: threading.Event, block_ms: int = 500) -> None:
+    def follow(self, stop: threading.Event, block_ms: int = 200) -> None:
         while not stop.is_set():
             try:
                 self.step(block_ms=block_ms)

@@ -53,9 +53,14 @@ def exporters_for(record: JobRecord, job_storage: str) -> list[Exporter]:
 def exports_running(client: redis.Redis, record: JobRecord, job_storage: str) -> Iterator[ExportFollower]:
     """The job's events exported while the block runs, and all of them (what came last included)
     once it ends."""
-    follower = ExportFollower(client, record.id, exporters_for(record, job_storage))
+    follower = ExportFollower(client, record.id, [])
     stop = threading.Event()
-    thread = threading.Thread(target=follower.follow, args=(stop,), name="segq-exports", daemon=True)
+
+    def export() -> None:  # the exporters start here, beside the job's start rather than before it
+        follower.exporters.extend(exporters_for(record, job_storage))
+        follower.follow(stop)
+
+    thread = threading.Thread(target=export, name="segq-exports", daemon=True)
     thread.start()
     try:
         yield follower

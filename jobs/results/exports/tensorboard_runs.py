@@ -96,7 +96,8 @@ class TensorBoardRuns:
         for key in [key for key in self.writers if key[0] == trial]:
             writer = self.writers.pop(key)
             decision = self.best.get(key)
-            metrics = {f"hparams/best_{decision.metric}": decision.value} if decision and decision.value is not None else {}
+            metrics = ({f"hparams/best_{decision.metric}": decision.value}
+                       if decision and decision.value is not None else {})
             for summary in hparams({**self.params.get(trial, {}), "status": status}, metrics):
                 writer.file_writer.add_summary(summary)
             for tag, value in metrics.items():
