@@ -25,6 +25,7 @@ import functools
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -254,12 +255,18 @@ class Aggregator:
         return total
 
     def follow(self, stop: threading.Event, block_ms: int = 1000) -> None:
-        while not stop.is_set():
-            try:
-                self.step(block_ms=block_ms)
-            except redis.exceptions.ConnectionError:
-                stop.wait(1.0)  # Redis restarting: keep going once it is back
+        follow_stream(self.step, stop, block_ms)
         self.drain()
+
+
+def follow_stream(step: Callable[..., int], stop: threading.Event, block_ms: int) -> None:
+    """Call `step(block_ms=...)` until `stop` is set: each call waits up to `block_ms` for new
+    entries; a Redis that is restarting is waited for."""
+    while not stop.is_set():
+        try:
+            step(block_ms=block_ms)
+        except redis.exceptions.ConnectionError:
+            stop.wait(1.0)  # Redis restarting: keep going once it is back
 
 
 def stored_decisions(measured: dict[str, str]) -> dict[str, dict]:

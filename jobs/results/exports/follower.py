@@ -8,6 +8,7 @@ from typing import Protocol
 import redis
 
 from jobs import keys
+from jobs.results.aggregator import follow_stream
 from workers.events import Event, decode_event
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,7 @@ class ExportFollower:
         return response[0][1] if response else []
 
     def follow(self, stop: threading.Event, block_ms: int = 200) -> None:
-        while not stop.is_set():
-            try:
-                self.step(block_ms=block_ms)
-            except redis.exceptions.ConnectionError:
-                stop.wait(1.0)  # Redis restarting: keep going once it is back
+        follow_stream(self.step, stop, block_ms)
 
     def finish(self) -> None:
         """Everything in the stream exported, then each exporter closed."""
